@@ -1,0 +1,65 @@
+import type { ArchiveLayer } from "./archive.ts";
+import type { BlobCache } from "./cache.ts";
+import { gzipRange, hashRange } from "./compress.ts";
+import { PushError } from "./errors.ts";
+import { OCI_LAYER_GZIP, OCI_LAYER_ZSTD } from "./manifest.ts";
+
+/** A blob ready to upload: its descriptor and a way to read its bytes (a file or a slice of one). */
+export interface BlobSource {
+  mediaType: string;
+  digest: string;
+  size: number;
+  body(): Blob;
+  /** How the bytes were obtained, for the log. */
+  origin: "compressed" | "cache" | "archive" | "config";
+}
+
+export interface PrepareOptions {
+  archive: string;
+  cache: BlobCache;
+  gzipLevel: number;
+  /** Position in the image, for messages. */
+  label: string;
+}
+
+/**
+ * Turns an archive layer into a pushable blob: already-compressed layers (containerd store saves,
+ * OCI layouts) go as they are; uncompressed ones are gzipped into the cache once and reused after.
+ */
+export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions): Promise<BlobSource> {
+  const { archive, cache, gzipLevel } = options;
+  const range = { offset: layer.entry.offset, size: layer.entry.size };
+  if (layer.compression !== "none") {
+    const digest = await hashRange(archive, range);
+    return {
+      mediaType: layer.compression === "gzip" ? OCI_LAYER_GZIP : OCI_LAYER_ZSTD,
+      digest,
+      size: range.size,
+      body: () => Bun.file(archive).slice(range.offset, range.offset + range.size),
+      origin: "archive",
+    };
+  }
+  const variant = `gzip-${gzipLevel}`;
+  const cached = await cache.lookup(layer.diffId, variant);
+  if (cached) return fileSource(cached, "cache");
+
+  const temp = cache.tempPath();
+  try {
+    const result = await gzipRange(archive, range, temp, gzipLevel);
+    if (result.inputDigest !== layer.diffId) {
+      throw new PushError(
+        `${options.label} of archive ${archive} is corrupt: its content hashes to ${result.inputDigest}, ` +
+          `but the image config says ${layer.diffId}`,
+      );
+    }
+    return fileSource(await cache.commit(temp, result, layer.diffId, variant), "compressed");
+  } catch (error) {
+    await cache.discard(temp);
+    if (error instanceof PushError) throw error;
+    throw new PushError(`cannot compress ${options.label} into ${cache.dir}: ${(error as Error).message}`);
+  }
+}
+
+function fileSource(blob: { digest: string; size: number; path: string }, origin: BlobSource["origin"]): BlobSource {
+  return { mediaType: OCI_LAYER_GZIP, digest: blob.digest, size: blob.size, body: () => Bun.file(blob.path), origin };
+}
