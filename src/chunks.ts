@@ -22,19 +22,23 @@ export type UploadPlan =
 /**
  * Decides how a blob of `size` bytes travels. One PUT when it fits under every limit; otherwise
  * equal chunks of one size, because serverless-registry turns chunks into R2 multipart parts that must
- * all be the same size (only the last may be smaller) and at least the advertised minimum.
+ * all be the same size (only the last may be smaller) and at least the advertised minimum. It also
+ * refuses a chunk whose Content-Range has start == end, so the size is lowered until no one-byte last
+ * chunk remains.
  */
 export function planUpload(size: number, limits: ChunkLimits): UploadPlan {
-  const ceiling = Math.min(limits.max ?? Infinity, limits.cap ?? Infinity);
+  const ceiling = Math.floor(Math.min(limits.max ?? Infinity, limits.cap ?? Infinity));
   if (size <= ceiling) return { kind: "monolithic" };
-  const min = limits.min ?? 0;
-  if (ceiling < min) {
+  const min = Math.max(limits.min ?? 1, 2);
+  let chunkSize = ceiling;
+  while (size % chunkSize === 1 && chunkSize > min) chunkSize--;
+  if (ceiling < min || size % chunkSize === 1) {
     throw new RangeError(
-      `chunk size ${ceiling} is below the registry's minimum chunk length ${min}: raise --chunk-size`,
+      ceiling < min
+        ? `chunk size ${ceiling} is below the registry's minimum chunk length ${min}: raise --chunk-size`
+        : `no chunk size from ${min} to ${ceiling} splits ${size} bytes without a one-byte last chunk, which the registry refuses`,
     );
   }
-  if (ceiling < 1) throw new RangeError(`chunk size must be at least 1 byte, got ${ceiling}`);
-  const chunkSize = Math.floor(ceiling);
   const chunks: Chunk[] = [];
   for (let start = 0; start < size; start += chunkSize) {
     chunks.push({ start, end: Math.min(start + chunkSize, size) - 1 });

@@ -24,11 +24,15 @@ describe("planUpload", () => {
     expect(planUpload(10 * 1024 ** 3, {})).toEqual({ kind: "monolithic" });
   });
 
-  test("a blob exactly at the max goes in one request; one byte more is chunked", () => {
+  test("a blob exactly at the max goes in one request; one byte more is chunked without a one-byte tail", () => {
     expect(planUpload(100_000_000, { min: 5 * MiB, max: 100_000_000 })).toEqual({ kind: "monolithic" });
     const plan = planUpload(100_000_001, { min: 5 * MiB, max: 100_000_000 });
-    expect(sizes(plan)).toEqual([100_000_000, 1]);
+    expect(sizes(plan)).toEqual([99_999_999, 2]);
     expectContiguous(plan, 100_000_001);
+  });
+
+  test("two bytes more leave a two-byte last chunk at the full size", () => {
+    expect(sizes(planUpload(100_000_002, { min: 5 * MiB, max: 100_000_000 }))).toEqual([100_000_000, 2]);
   });
 
   test("exact multiples give equal chunks and no empty tail", () => {
@@ -37,19 +41,27 @@ describe("planUpload", () => {
     expectContiguous(plan, 18 * MiB);
   });
 
-  test("one-byte remainder becomes a last chunk of one byte", () => {
+  test("a one-byte remainder lowers the chunk size: serverless-registry refuses start == end", () => {
     const plan = planUpload(2 * 6 * MiB + 1, { min: 5 * MiB, max: 6 * MiB });
-    expect(sizes(plan)).toEqual([6 * MiB, 6 * MiB, 1]);
-    expect(plan.kind === "chunked" && plan.chunks[2]).toEqual({ start: 12 * MiB, end: 12 * MiB });
+    expect(sizes(plan)).toEqual([6 * MiB - 1, 6 * MiB - 1, 3]);
+    expect(plan.kind === "chunked" && plan.chunks[2]).toEqual({ start: 12 * MiB - 2, end: 12 * MiB });
+    expectContiguous(plan, 12 * MiB + 1);
+  });
+
+  test("no plan when only a one-byte tail fits between min and max", () => {
+    expect(() => planUpload(2 * 5 * MiB + 1, { min: 5 * MiB, max: 5 * MiB })).toThrow(/one-byte last chunk/);
   });
 
   test("odd sizes: every chunk but the last is exactly the chunk size, the last never larger", () => {
     for (const size of [6 * MiB + 1, 13 * MiB - 7, 25 * MiB + 12345, 7 * 6 * MiB - 1]) {
       const plan = planUpload(size, { min: 5 * MiB, max: 6 * MiB });
       const all = sizes(plan);
-      expect(all.slice(0, -1).every((s) => s === 6 * MiB)).toBe(true);
-      expect(all.at(-1)).toBeLessThanOrEqual(6 * MiB);
-      expect(all.at(-1)).toBeGreaterThan(0);
+      const chunkSize = plan.kind === "chunked" ? plan.chunkSize : 0;
+      expect(chunkSize).toBeLessThanOrEqual(6 * MiB);
+      expect(chunkSize).toBeGreaterThanOrEqual(5 * MiB);
+      expect(all.slice(0, -1).every((s) => s === chunkSize)).toBe(true);
+      expect(all.at(-1)).toBeLessThanOrEqual(chunkSize);
+      expect(all.at(-1)).toBeGreaterThan(1);
       expectContiguous(plan, size);
     }
   });
@@ -62,6 +74,7 @@ describe("planUpload", () => {
 
   test("--chunk-size alone chunks a registry that advertises nothing", () => {
     expect(sizes(planUpload(10, { cap: 4 }))).toEqual([4, 4, 2]);
+    expect(sizes(planUpload(9, { cap: 4 }))).toEqual([3, 3, 3]);
     expect(planUpload(4, { cap: 4 })).toEqual({ kind: "monolithic" });
   });
 

@@ -296,24 +296,12 @@ class ServerlessRegistry {
     if (digest === null || !SHA256_DIGEST.test(digest)) {
       return reject(ctx, 500, "INTERNAL_ERROR", `final PUT needs ?digest=sha256:<64 hex>, got ${digest ?? "none"}`);
     }
-    const monolithic = session.parts.length === 0;
-    if (monolithic) {
-      noteBlobRequestHeaders(ctx, "PUT");
-      // R2 refuses a stream of unknown length, so a chunked-transfer monolithic PUT fails on the real server.
-      if (ctx.headers.get("content-length") === null) {
-        return reject(ctx, 500, "INTERNAL_ERROR", "monolithic PUT without Content-Length");
-      }
-    } else if (ctx.body.byteLength > 0) {
-      ctx.violate(`final PUT after PATCH carried ${ctx.body.byteLength} bytes: the real server ignores them`);
-    }
-    // A failed multipart completion leaves the real upload unusable, so that session ends either way.
-    if (!monolithic) this.sessions.delete(session.uuid);
-    const partProblem = monolithic ? null : partRuleProblem(session.parts.map((p) => p.byteLength), this.settings.minChunk);
-    if (partProblem) return reject(ctx, 500, "INTERNAL_ERROR", `R2 refused to complete the multipart upload: ${partProblem}`);
-    const bytes = monolithic ? ctx.body : concat(session.parts, session.received);
+    const bytes = session.parts.length === 0 ? monolithicBody(ctx) : this.completeMultipart(ctx, session);
+    if (bytes instanceof Response) return bytes;
     const actual = sha256Digest(bytes);
     if (actual !== digest) {
-      return reject(ctx, 500, "INTERNAL_ERROR", `digest mismatch: ?digest=${digest} but the ${bytes.byteLength} bytes hash to ${actual}`);
+      const message = `digest mismatch: ?digest=${digest} but the ${bytes.byteLength} bytes hash to ${actual}`;
+      return reject(ctx, 500, "INTERNAL_ERROR", message);
     }
     this.sessions.delete(session.uuid);
     this.blobs.set(digest, bytes);
@@ -323,6 +311,17 @@ class ServerlessRegistry {
       "Location": `/v2/${session.name}/blobs/${digest}`,
       "Docker-Content-Digest": digest,
     });
+  }
+
+  private completeMultipart(ctx: RequestContext, session: UploadSession): Uint8Array | Response {
+    if (ctx.body.byteLength > 0) {
+      ctx.violate(`final PUT after PATCH carried ${ctx.body.byteLength} bytes: the real server ignores them`);
+    }
+    // A failed multipart completion leaves the real upload unusable, so the session ends either way.
+    this.sessions.delete(session.uuid);
+    const problem = partRuleProblem(session.parts.map((p) => p.byteLength), this.settings.minChunk);
+    if (problem) return reject(ctx, 500, "INTERNAL_ERROR", `R2 refused to complete the multipart upload: ${problem}`);
+    return concat(session.parts, session.received);
   }
 
   /** The real 416: Location keeps the current (valid) _stateHash and Range reports what is stored. */
@@ -360,7 +359,11 @@ class ServerlessRegistry {
       return empty(200, { "Content-Length": String(size), "Docker-Content-Digest": reported });
     }
     return new Response(bytes, {
-      headers: { "Content-Length": String(bytes.byteLength), "Docker-Content-Digest": digest, "Content-Type": OCTET_STREAM },
+      headers: {
+        "Content-Type": OCTET_STREAM,
+        "Content-Length": String(bytes.byteLength),
+        "Docker-Content-Digest": digest,
+      },
     });
   }
 
@@ -391,7 +394,11 @@ class ServerlessRegistry {
     const stored = { contentType, bytes: ctx.body };
     this.manifests.set(manifestKey(name, ref), stored);
     this.manifests.set(manifestKey(name, digest), stored);
-    return empty(201, { "Content-Length": "0", "Location": `/v2/${name}/manifests/${ref}`, "Docker-Content-Digest": digest });
+    return empty(201, {
+      "Content-Length": "0",
+      "Location": `/v2/${name}/manifests/${ref}`,
+      "Docker-Content-Digest": digest,
+    });
   }
 
   private missingReference(name: string, manifest: ParsedManifest): string | null {
@@ -411,7 +418,7 @@ class ServerlessRegistry {
         manifest.kind === "index"
           ? this.manifests.get(manifestKey(name, d.digest))?.bytes.byteLength
           : this.blobs.get(d.digest)?.byteLength;
-      if (actual !== d.size) return `descriptor ${d.digest} says size ${d.size} but the stored content is ${actual} bytes`;
+      if (actual !== d.size) return `descriptor ${d.digest} says size ${d.size} but the content is ${actual} bytes`;
     }
     return null;
   }
@@ -456,7 +463,8 @@ function chunkOrderProblem(previous: number[], size: number, min: number): strin
   if (last === undefined || size < last) return null;
   if (size === last && isRegularRun(previous, min)) return null;
   if (size > last) return `chunk of ${size} bytes is larger than the previous chunk (${last} bytes)`;
-  return `chunk of ${size} bytes repeats a size that cannot continue (parts so far: ${previous.join(", ")}; minimum ${min})`;
+  const parts = previous.join(", ");
+  return `chunk of ${size} bytes repeats a size that cannot continue (parts so far: ${parts}; minimum ${min})`;
 }
 
 function isRegularRun(sizes: number[], min: number): boolean {
@@ -473,6 +481,15 @@ function partRuleProblem(sizes: number[], min: number): string | null {
     return `parts before the last must all be the same size and >= ${min} bytes (parts: ${sizes.join(", ")})`;
   }
   return last > first ? `the last part (${last} bytes) is larger than the others (${first} bytes)` : null;
+}
+
+function monolithicBody(ctx: RequestContext): Uint8Array | Response {
+  noteBlobRequestHeaders(ctx, "PUT");
+  // R2 refuses a stream of unknown length, so a chunked-transfer monolithic PUT fails on the real server.
+  if (ctx.headers.get("content-length") === null) {
+    return reject(ctx, 500, "INTERNAL_ERROR", "monolithic PUT without Content-Length");
+  }
+  return ctx.body;
 }
 
 /** distribution answers 500 to a PATCH with another Content-Type, so a portable client always sends it. */
@@ -520,8 +537,9 @@ function descriptorList(value: unknown): { raw: Record<string, unknown>; descrip
   const items: unknown[] = value;
   const entries = [];
   for (const raw of items) {
+    if (!isRecord(raw)) return null;
     const descriptor = asDescriptor(raw);
-    if (descriptor === null || !isRecord(raw)) return null;
+    if (descriptor === null) return null;
     entries.push({ raw, descriptor });
   }
   return entries;
@@ -570,9 +588,16 @@ async function readBody(req: Request, limit: number): Promise<{ bytes: Uint8Arra
 /** Cloudflare's edge answers before the Worker runs, with an HTML page rather than a registry error. */
 function edgeTooLarge(ctx: RequestContext, length: number, limit: number): Response {
   ctx.violate(`request body of ${length} bytes exceeds the edge limit of ${limit} bytes (413 from Cloudflare)`);
-  const html =
-    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n" +
-    "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n";
+  const html = [
+    "<html>",
+    "<head><title>413 Request Entity Too Large</title></head>",
+    "<body>",
+    "<center><h1>413 Request Entity Too Large</h1></center>",
+    "<hr><center>cloudflare</center>",
+    "</body>",
+    "</html>",
+    "",
+  ].join("\r\n");
   return new Response(html, { status: 413, headers: { "Content-Type": "text/html", "Server": "cloudflare" } });
 }
 

@@ -1,0 +1,244 @@
+/**
+ * Independent verification of what landed in a registry: skopeo (containers/image, not our code) pulls
+ * the image into a `dir:` layout, then every blob is re-hashed, every layer decompressed according to
+ * its media type and checked against the config's rootfs.diff_ids. If the CLI pushed a wrong byte, a
+ * recompressed blob, a mislabelled media type or a config with different bytes, this throws.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { createGunzip, createZstdDecompress } from "node:zlib";
+import { runOk, type RunResult } from "./ports.ts";
+
+/** Flags every skopeo call gets: no dependence on the machine's policy.json or stored credentials. */
+const SKOPEO_GLOBAL = ["--insecure-policy"];
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
+
+/** The parts of a Docker v2 schema 2 / OCI image manifest we check. */
+export interface ImageManifest {
+  schemaVersion: number;
+  mediaType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  [key: string]: unknown;
+}
+
+export interface ImageConfig {
+  rootfs: { type: string; diff_ids: string[] };
+  config?: { Labels?: Record<string, string> | null; [key: string]: unknown };
+  [key: string]: unknown;
+}
+
+export interface PulledImage {
+  manifest: ImageManifest;
+  /** sha256 of the manifest bytes as pulled (what the registry reports as Docker-Content-Digest). */
+  manifestDigest: string;
+  manifestBytes: Uint8Array;
+  configDigest: string;
+  configBytes: Uint8Array;
+  config: ImageConfig;
+  /** Layer digests from the manifest, in order (duplicates kept). */
+  layerDigests: string[];
+  layerMediaTypes: string[];
+  layerSizes: number[];
+  /** rootfs.diff_ids from the config; each verified against the decompressed layer. */
+  diffIds: string[];
+}
+
+export interface PullOptions {
+  /** `host:port/repo:tag` or `host:port/repo@sha256:...` */
+  ref: string;
+  username?: string;
+  password?: string;
+  /** Always false here (plain-HTTP local registries); kept explicit so call sites read clearly. */
+  tlsVerify: false;
+}
+
+/** Runs skopeo with the isolating global flags; throws with stderr on failure. */
+export function skopeo(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  return runOk(["skopeo", ...SKOPEO_GLOBAL, ...args], { timeoutMs: opts.timeoutMs ?? 120_000 });
+}
+
+function credsArgs(side: "src" | "dest", username?: string, password?: string): string[] {
+  if (username === undefined) return [`--${side}-no-creds`];
+  return [`--${side}-creds`, `${username}:${password ?? ""}`];
+}
+
+/**
+ * `skopeo copy <source> docker://<ref>` to a plain-HTTP registry, e.g. to seed a registry with a
+ * reference push or to check that a hand-built archive is readable by containers/image.
+ * `source` is a full skopeo reference: `docker-archive:/x.tar`, `oci-archive:/x.tar:tag`, ...
+ */
+export async function skopeoPush(opts: { source: string; ref: string; username?: string; password?: string; extraArgs?: string[] }): Promise<RunResult> {
+  return skopeo([
+    "copy",
+    "--quiet",
+    "--dest-tls-verify=false",
+    ...credsArgs("dest", opts.username, opts.password),
+    ...(opts.extraArgs ?? []),
+    opts.source,
+    `docker://${opts.ref}`,
+  ]);
+}
+
+/** sha256 of a stream, as `sha256:<hex>`, plus the number of bytes seen. */
+async function hashStream(stream: Readable | ReadableStream<Uint8Array>): Promise<{ digest: string; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+
+function hashFile(path: string): Promise<{ digest: string; size: number }> {
+  return hashStream(createReadStream(path));
+}
+
+type Compression = "gzip" | "zstd" | "none";
+
+/** Compression a layer media type promises; throws on media types we do not know. */
+function compressionOf(mediaType: string): Compression {
+  if (/[.+]gzip$/.test(mediaType)) return "gzip";
+  if (/[.+]zstd$/.test(mediaType)) return "zstd";
+  if (mediaType === "application/vnd.oci.image.layer.v1.tar" || mediaType === "application/vnd.docker.image.rootfs.diff.tar") return "none";
+  throw new Error(`unknown layer media type ${mediaType}`);
+}
+
+/** Compression the first bytes actually show (gzip 1f 8b, zstd 28 b5 2f fd, else assume tar). */
+async function sniffCompression(path: string): Promise<Compression> {
+  const handle = Bun.file(path).slice(0, 4);
+  const head = new Uint8Array(await handle.arrayBuffer());
+  if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd";
+  return "none";
+}
+
+/** sha256 of the decompressed layer, streaming (layers may be large). */
+function diffIdOf(path: string, compression: Compression): Promise<{ digest: string; size: number }> {
+  const source = createReadStream(path);
+  if (compression === "none") return hashStream(source);
+  const decompressor = compression === "gzip" ? createGunzip() : createZstdDecompress();
+  source.on("error", (err) => decompressor.destroy(err));
+  return hashStream(source.pipe(decompressor));
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function parseDescriptor(value: unknown, where: string): Descriptor {
+  if (!isRecord(value) || typeof value.digest !== "string" || typeof value.mediaType !== "string" || typeof value.size !== "number") {
+    throw new Error(`${where}: not a descriptor: ${JSON.stringify(value)}`);
+  }
+  if (!/^sha256:[0-9a-f]{64}$/.test(value.digest)) throw new Error(`${where}: bad digest ${value.digest}`);
+  return { mediaType: value.mediaType, digest: value.digest, size: value.size };
+}
+
+function parseManifest(bytes: Uint8Array): ImageManifest {
+  const value: unknown = JSON.parse(new TextDecoder().decode(bytes));
+  if (!isRecord(value) || value.schemaVersion !== 2 || !Array.isArray(value.layers)) {
+    throw new Error(`pulled manifest is not a schema 2 image manifest: ${new TextDecoder().decode(bytes).slice(0, 500)}`);
+  }
+  const config = parseDescriptor(value.config, "manifest.config");
+  const layers = value.layers.map((l, i) => parseDescriptor(l, `manifest.layers[${i}]`));
+  return { ...value, schemaVersion: 2, config, layers };
+}
+
+function parseConfig(bytes: Uint8Array): ImageConfig {
+  const value: unknown = JSON.parse(new TextDecoder().decode(bytes));
+  if (!isRecord(value) || !isRecord(value.rootfs) || !Array.isArray(value.rootfs.diff_ids)) {
+    throw new Error("config has no rootfs.diff_ids");
+  }
+  const diffIds = value.rootfs.diff_ids;
+  if (!diffIds.every((d): d is string => typeof d === "string")) throw new Error("config rootfs.diff_ids are not strings");
+  const rootfsType = typeof value.rootfs.type === "string" ? value.rootfs.type : "";
+  return { ...value, rootfs: { type: rootfsType, diff_ids: diffIds } } as ImageConfig;
+}
+
+/** Checks one blob file in the dir layout: exists, size matches the descriptor, sha256 matches its name. */
+async function verifyBlob(dir: string, desc: Descriptor, what: string): Promise<string> {
+  const path = join(dir, desc.digest.slice("sha256:".length));
+  const info = await stat(path).catch(() => null);
+  if (info === null) throw new Error(`${what} ${desc.digest}: blob missing from the pulled image`);
+  const { digest, size } = await hashFile(path);
+  if (digest !== desc.digest) throw new Error(`${what}: content sha256 is ${digest} but the manifest says ${desc.digest}`);
+  if (size !== desc.size) throw new Error(`${what} ${desc.digest}: ${size} bytes but the manifest says ${desc.size}`);
+  return path;
+}
+
+/**
+ * Pulls `ref` with skopeo into a temp `dir:` layout and verifies it completely (see file comment).
+ * Throws a descriptive Error on the first mismatch; the temp dir is always removed.
+ */
+export async function pullAndVerify(opts: PullOptions): Promise<PulledImage> {
+  const dir = await mkdtemp(join(tmpdir(), "chunked-push-pull-"));
+  try {
+    const out = join(dir, "image");
+    await skopeo([
+      "copy",
+      "--quiet",
+      `--src-tls-verify=${opts.tlsVerify ? "true" : "false"}`,
+      ...credsArgs("src", opts.username, opts.password),
+      `docker://${opts.ref}`,
+      `dir:${out}`,
+    ]);
+    const manifestBytes = new Uint8Array(await readFile(join(out, "manifest.json")));
+    const manifestDigest = `sha256:${createHash("sha256").update(manifestBytes).digest("hex")}`;
+    const manifest = parseManifest(manifestBytes);
+
+    const configPath = await verifyBlob(out, manifest.config, "config");
+    const configBytes = new Uint8Array(await readFile(configPath));
+    const config = parseConfig(configBytes);
+    const diffIds = config.rootfs.diff_ids;
+    if (diffIds.length !== manifest.layers.length) {
+      throw new Error(`manifest has ${manifest.layers.length} layers but config has ${diffIds.length} diff_ids`);
+    }
+
+    // Each distinct blob is checked once, but every position's diff_id is compared.
+    const verified = new Map<string, string>();
+    for (const [i, layer] of manifest.layers.entries()) {
+      let diffId = verified.get(layer.digest);
+      if (diffId === undefined) {
+        const path = await verifyBlob(out, layer, `layer ${i}`);
+        const declared = compressionOf(layer.mediaType);
+        const actual = await sniffCompression(path);
+        if (declared !== actual) {
+          throw new Error(`layer ${i} ${layer.digest}: media type ${layer.mediaType} says ${declared} but the bytes are ${actual}`);
+        }
+        try {
+          diffId = (await diffIdOf(path, declared)).digest;
+        } catch (err) {
+          throw new Error(`layer ${i} ${layer.digest}: cannot decompress as ${declared}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+        verified.set(layer.digest, diffId);
+      }
+      if (diffId !== diffIds[i]) {
+        throw new Error(`layer ${i} ${layer.digest}: uncompressed sha256 is ${diffId} but config rootfs.diff_ids[${i}] is ${diffIds[i]}`);
+      }
+    }
+    return {
+      manifest,
+      manifestDigest,
+      manifestBytes,
+      configDigest: manifest.config.digest,
+      configBytes,
+      config,
+      layerDigests: manifest.layers.map((l) => l.digest),
+      layerMediaTypes: manifest.layers.map((l) => l.mediaType),
+      layerSizes: manifest.layers.map((l) => l.size),
+      diffIds,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
