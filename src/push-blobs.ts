@@ -35,6 +35,7 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
   const limit = pLimit(options.concurrency);
   const prepared = new Map<string, Promise<BlobSource>>();
   const uploaded = new Map<string, Promise<UploadOutcome>>();
+  const firstSeen = new Map<string, string>();
   const total = image.layers.length;
 
   const upload = (blob: BlobSource, label: string) =>
@@ -52,10 +53,13 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
     limit(async (): Promise<Descriptor> => {
       abort.signal.throwIfAborted();
       const label = `layer ${i + 1}/${total}`;
+      const first = firstSeen.get(layer.diffId);
+      if (first === undefined) firstSeen.set(layer.diffId, label);
       const blob = await once(prepared, layer.diffId, () =>
         prepareLayer(layer, { archive: image.archive, cache: options.cache, gzipLevel: options.gzipLevel, label }),
       );
       await upload(blob, `${label} ${shortDigest(blob.digest)}`);
+      if (first !== undefined) log.info(`${label} ${shortDigest(blob.digest)}: same layer as ${first}`);
       return { mediaType: blob.mediaType, digest: blob.digest, size: blob.size };
     });
 

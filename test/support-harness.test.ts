@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { CLI_ENTRY, CLI_ENV_VARS, REPO_ROOT, cliEnv } from "./support/cli.ts";
+import { CLI_ENTRY, CLI_ENV_VARS, REPO_ROOT, cliEnv, runCli } from "./support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "./support/docker-registry.ts";
 import {
   EVIL_VARIANTS,
@@ -30,6 +30,9 @@ import { PodmanStore } from "./support/podman.ts";
 import { freePort, run, runOk } from "./support/ports.ts";
 import { pullAndVerify, skopeoPush } from "./support/skopeo.ts";
 
+/** Per-test budget, explicit so the file does not depend on bunfig's [test] timeout (Bun's default is 5 s). */
+const SLOW = 60_000;
+
 let registry: DockerRegistry | undefined;
 let store: PodmanStore | undefined;
 let work: string | undefined;
@@ -46,8 +49,19 @@ async function tarList(path: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  [registry, store, work] = await Promise.all([startDockerRegistry(), PodmanStore.create(), makeTempDir()]);
-});
+  // Assign each as soon as it exists, so afterAll cleans up whatever started even if another part failed.
+  await Promise.all([
+    startDockerRegistry().then((r) => {
+      registry = r;
+    }),
+    PodmanStore.create().then((s) => {
+      store = s;
+    }),
+    makeTempDir().then((d) => {
+      work = d;
+    }),
+  ]);
+}, SLOW);
 
 afterAll(async () => {
   const results = await Promise.allSettled([
@@ -56,14 +70,14 @@ afterAll(async () => {
     work === undefined ? undefined : rm(work, { recursive: true, force: true }),
   ]);
   for (const r of results) if (r.status === "rejected") console.error("harness cleanup failed:", r.reason);
-});
+}, SLOW);
 
 describe("ports", () => {
-  test("freePort gives distinct usable ports", async () => {
+  test("freePort gives usable ports", async () => {
     const [a, b] = await Promise.all([freePort(), freePort()]);
     expect(a).toBeGreaterThan(0);
     expect(b).toBeGreaterThan(0);
-  });
+  }, SLOW);
 });
 
 describe("docker-registry", () => {
@@ -77,7 +91,7 @@ describe("docker-registry", () => {
     expect(ok.status).toBe(200);
     const bad = await fetch(`${reg.url}/v2/`, { headers: { authorization: `Basic ${btoa(`${reg.username}:nope`)}` } });
     expect(bad.status).toBe(401);
-  });
+  }, SLOW);
 
   test("auth: false answers 200 anonymously, and stop() removes its dir", async () => {
     const open = await startDockerRegistry({ auth: false });
@@ -87,7 +101,7 @@ describe("docker-registry", () => {
       await open.stop();
     }
     expect(existsSync(open.dir)).toBe(false);
-  });
+  }, SLOW);
 });
 
 describe("podman + skopeo", () => {
@@ -102,7 +116,7 @@ describe("podman + skopeo", () => {
     // The private store is isolated: the machine's own store is not listed here and vice versa.
     const { stdout: images } = await s.podmanOk(["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     expect(images).toContain("localhost/harness/img:1");
-  });
+  }, SLOW);
 
   test("podman save (docker-archive) -> skopeo push -> pullAndVerify", async () => {
     const s = need(store, "store");
@@ -127,7 +141,7 @@ describe("podman + skopeo", () => {
 
     // Without credentials the pull must fail (the registry really enforces auth).
     await expect(pullAndVerify({ ref, tlsVerify: false })).rejects.toThrow();
-  });
+  }, SLOW);
 
   test("podman save --format oci-archive gives an OCI layout", async () => {
     const s = need(store, "store");
@@ -138,7 +152,7 @@ describe("podman + skopeo", () => {
     expect(listing).toContain("index.json");
     expect(listing).toContain("oci-layout");
     expect(listing).not.toContain("manifest.json");
-  });
+  }, SLOW);
 
   test("docker save through podman's Docker API", async () => {
     const s = need(store, "store");
@@ -155,7 +169,7 @@ describe("podman + skopeo", () => {
     expect(manifest).toEqual([
       expect.objectContaining({ Layers: img.diffIds.map((d) => `${d.slice("sha256:".length)}.tar`) }),
     ]);
-  });
+  }, SLOW);
 });
 
 describe("hand-built archives", () => {
@@ -172,7 +186,7 @@ describe("hand-built archives", () => {
     const text = new TextDecoder().decode(config);
     expect(config.length).toBeGreaterThan(text.length);
     expect(JSON.parse(text).rootfs.diff_ids).toEqual(sample.diffIds);
-  });
+  }, SLOW);
 
   const writers: [string, (p: string) => Promise<WrittenArchive>, string, RegExp[]][] = [
     ["classic", (p) => writeClassicDockerArchive(p, sample), "docker-archive:", [/^manifest\.json$/, /^repositories$/, /^[0-9a-f]{64}\/layer\.tar$/, /^[0-9a-f]{64}\.json$/]],
@@ -207,7 +221,7 @@ describe("hand-built archives", () => {
         expect(pulled.layerMediaTypes).toEqual(written.layerMediaTypes);
         expect(pulled.manifestDigest).toBe(written.manifestDigest ?? "");
       }
-    });
+    }, SLOW);
   }
 
   test("evil archives contain their hostile entry", async () => {
@@ -237,7 +251,7 @@ describe("hand-built archives", () => {
       }
       for (const p of evil.mustNotExist) expect(existsSync(p)).toBe(false);
     }
-  });
+  }, SLOW);
 
   test("corrupt archive ends in the middle of a layer", async () => {
     const corrupt = await writeCorruptArchive(join(need(work, "work"), "corrupt.tar"), sample);
@@ -246,7 +260,60 @@ describe("hand-built archives", () => {
     const listed = await run(["tar", "-tf", corrupt.path]);
     expect(listed.code).not.toBe(0);
     expect(listed.stdout.split("\n").slice(0, 3)).toContain("manifest.json");
+  }, SLOW);
+});
+
+/** Minimal monolithic push (POST + PUT ?digest=, then the manifest), to plant deliberately bad images. */
+async function rawPush(reg: DockerRegistry, repo: string, tag: string, blobs: Uint8Array[], manifest: Uint8Array): Promise<void> {
+  const auth = { authorization: `Basic ${btoa(`${reg.username}:${reg.password}`)}` };
+  for (const blob of blobs) {
+    const post = await fetch(`${reg.url}/v2/${repo}/blobs/uploads/`, { method: "POST", headers: { ...auth, "content-length": "0" } });
+    expect(post.status).toBe(202);
+    const location = new URL(post.headers.get("location") ?? "", reg.url);
+    location.searchParams.set("digest", digestOf(blob));
+    const put = await fetch(location, { method: "PUT", headers: { ...auth, "content-type": "application/octet-stream" }, body: blob });
+    expect(put.status).toBe(201);
+  }
+  const res = await fetch(`${reg.url}/v2/${repo}/manifests/${tag}`, {
+    method: "PUT",
+    headers: { ...auth, "content-type": "application/vnd.oci.image.manifest.v1+json" },
+    body: manifest,
   });
+  expect(res.status).toBe(201);
+}
+
+describe("pullAndVerify catches bad pushes", () => {
+  const layer = makeLayerTar({ "bad.txt": "bad image\n" });
+  const gz = Bun.gzipSync(layer);
+
+  function manifestFor(config: Uint8Array, blob: Uint8Array, mediaType: string): Uint8Array {
+    return new TextEncoder().encode(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digestOf(config), size: config.length },
+        layers: [{ mediaType, digest: digestOf(blob), size: blob.length }],
+      }),
+    );
+  }
+
+  test("gzip bytes labelled as an uncompressed tar", async () => {
+    const reg = need(registry, "registry");
+    const config = makeConfig([digestOf(layer)]);
+    await rawPush(reg, "harness/bad", "mislabelled", [gz, config], manifestFor(config, gz, "application/vnd.oci.image.layer.v1.tar"));
+    await expect(
+      pullAndVerify({ ref: `${reg.host}/harness/bad:mislabelled`, username: reg.username, password: reg.password, tlsVerify: false }),
+    ).rejects.toThrow(/media type .* says none but the bytes are gzip/);
+  }, SLOW);
+
+  test("config diff_id that does not match the layer", async () => {
+    const reg = need(registry, "registry");
+    const config = makeConfig([digestOf(gz)]); // the compressed digest where the uncompressed one belongs
+    await rawPush(reg, "harness/bad", "diffid", [gz, config], manifestFor(config, gz, "application/vnd.oci.image.layer.v1.tar+gzip"));
+    await expect(
+      pullAndVerify({ ref: `${reg.host}/harness/bad:diffid`, username: reg.username, password: reg.password, tlsVerify: false }),
+    ).rejects.toThrow(/rootfs\.diff_ids\[0\]/);
+  }, SLOW);
 });
 
 describe("cli runner", () => {
@@ -267,4 +334,10 @@ describe("cli runner", () => {
       }
     }
   });
+
+  test.skipIf(!existsSync(CLI_ENTRY))("runCli spawns the CLI from another cwd", async () => {
+    const res = await runCli(["--help"], { cwd: need(work, "work"), stdin: "" });
+    expect(res.code).toBe(0);
+    expect(res.stdout.length + res.stderr.length).toBeGreaterThan(0);
+  }, SLOW);
 });

@@ -10,7 +10,7 @@
  * Everything here is deterministic: same inputs, same bytes, same digests.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -26,7 +26,7 @@ export const FIXTURE_MTIME = new Date("2024-01-02T03:04:05Z");
 const encoder = new TextEncoder();
 
 /** UTF-8 bytes of a string (never use `.length` of a string as a byte count). */
-export function utf8(text: string): Uint8Array {
+export function utf8(text: string): Uint8Array<ArrayBuffer> {
   return encoder.encode(text);
 }
 
@@ -51,7 +51,7 @@ function hexOf(digest: string): string {
  * Deterministic bytes that compress only partly: 64 KiB blocks alternating between xorshift32 noise
  * (incompressible) and repeated text lines (very compressible). Fast: about 24 MB in tens of ms.
  */
-export function deterministicBytes(size: number, seed = 0x9e3779b9): Uint8Array {
+export function deterministicBytes(size: number, seed = 0x9e3779b9): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(size);
   const block = 64 * 1024;
   let state = seed >>> 0 || 1;
@@ -138,7 +138,7 @@ function encodeHeader(entry: TarEntry, size: number): Uint8Array {
  * Serialises entries into one uncompressed tar, in the given order, with the two zero end blocks.
  * Deterministic: fixed mtime, uid/gid 0, no user names.
  */
-export function makeTar(entries: TarEntry[]): Uint8Array {
+export function makeTar(entries: TarEntry[]): Uint8Array<ArrayBuffer> {
   const parts: Uint8Array[] = [];
   for (const entry of entries) {
     const data = entry.data === undefined ? new Uint8Array(0) : typeof entry.data === "string" ? utf8(entry.data) : entry.data;
@@ -175,7 +175,7 @@ function sortWalkOrder(entries: TarEntry[]): TarEntry[] {
  * An uncompressed layer tar holding `files` (paths relative to the image root; a leading `/` is dropped),
  * with parent directory entries added, in walk order. Its sha256 is the layer's diff_id.
  */
-export function makeLayerTar(files: Record<string, string | Uint8Array>): Uint8Array {
+export function makeLayerTar(files: Record<string, string | Uint8Array>): Uint8Array<ArrayBuffer> {
   const entries = new Map<string, TarEntry>();
   for (const [rawPath, data] of Object.entries(files)) {
     const path = rawPath.replace(/^\/+/, "");
@@ -202,7 +202,7 @@ export const FIXTURE_LABELS: Readonly<Record<string, string>> = {
  * Exact bytes of an image config (compact JSON, UTF-8) for these diff_ids. `labels` are merged over
  * FIXTURE_LABELS. One history entry per layer, fixed timestamps. Push these bytes unchanged.
  */
-export function makeConfig(diffIds: string[], labels: Record<string, string> = {}): Uint8Array {
+export function makeConfig(diffIds: string[], labels: Record<string, string> = {}): Uint8Array<ArrayBuffer> {
   const created = FIXTURE_MTIME.toISOString();
   const config = {
     architecture: "amd64",
@@ -262,7 +262,7 @@ export interface WrittenArchive {
   path: string;
   format: ArchiveFormat;
   repoTag: string;
-  configBytes: Uint8Array;
+  configBytes: Uint8Array<ArrayBuffer>;
   configDigest: string;
   /** rootfs.diff_ids (uncompressed digests), duplicates included. */
   diffIds: string[];
@@ -270,7 +270,7 @@ export interface WrittenArchive {
   layerDigests: string[];
   layerMediaTypes: string[];
   /** The OCI image manifest stored in the archive (not for classic). */
-  manifestBytes?: Uint8Array;
+  manifestBytes?: Uint8Array<ArrayBuffer>;
   manifestDigest?: string;
   /** Tar entry names in write order. */
   entries: string[];
@@ -279,7 +279,7 @@ export interface WrittenArchive {
 interface ResolvedImage {
   layers: Uint8Array[];
   diffIds: string[];
-  configBytes: Uint8Array;
+  configBytes: Uint8Array<ArrayBuffer>;
   configDigest: string;
   repoTag: string;
 }
@@ -290,7 +290,7 @@ function resolveImage(image: ArchiveImage): ResolvedImage {
     image.config === undefined
       ? makeConfig(diffIds)
       : image.config instanceof Uint8Array
-        ? image.config
+        ? new Uint8Array(image.config)
         : utf8(JSON.stringify(image.config));
   return { layers: image.layers, diffIds, configBytes, configDigest: digestOf(configBytes), repoTag: image.repoTag ?? DEFAULT_REPO_TAG };
 }
@@ -373,7 +373,7 @@ export async function writeClassicDockerArchive(outPath: string, image: ArchiveI
 function ociManifest(
   img: ResolvedImage,
   layers: { digest: string; size: number; mediaType: string }[],
-): { bytes: Uint8Array; digest: string } {
+): { bytes: Uint8Array<ArrayBuffer>; digest: string } {
   const manifest = {
     schemaVersion: 2,
     mediaType: MEDIA.ociManifest,
@@ -457,10 +457,10 @@ export async function writeDocker25Archive(outPath: string, image: ArchiveImage)
 export type LayerCompression = "gzip" | "zstd" | "none";
 
 /** Compresses one layer deterministically (gzip header mtime 0, fixed levels). */
-export function compressLayer(layer: Uint8Array, compression: LayerCompression): Uint8Array {
-  if (compression === "gzip") return gzipSync(layer, { level: 6 });
-  if (compression === "zstd") return Bun.zstdCompressSync(layer, { level: 3 });
-  return layer;
+export function compressLayer(layer: Uint8Array, compression: LayerCompression): Uint8Array<ArrayBuffer> {
+  if (compression === "gzip") return new Uint8Array(gzipSync(layer, { level: 6 }));
+  if (compression === "zstd") return new Uint8Array(Bun.zstdCompressSync(layer, { level: 3 }));
+  return new Uint8Array(layer);
 }
 
 function mediaTypeFor(compression: LayerCompression): string {
@@ -819,7 +819,5 @@ export async function buildTestImage(
 
 /** Makes a fresh temp dir (for archives written by these helpers); caller removes it. */
 export async function makeTempDir(prefix = "chunked-push-fixture-"): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  await mkdir(dir, { recursive: true });
-  return dir;
+  return mkdtemp(join(tmpdir(), prefix));
 }

@@ -1,0 +1,149 @@
+/** Bad input: each gets a clear message, the right exit code, nothing on stdout, and no secret shown. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { runCli } from "./support/cli.ts";
+import { startDockerRegistry, type DockerRegistry } from "./support/docker-registry.ts";
+import {
+  makeSampleImage,
+  makeTempDir,
+  writeClassicDockerArchive,
+  writeCorruptArchive,
+  writeEvilArchive,
+  type WrittenArchive,
+} from "./support/fixtures.ts";
+import { freePort } from "./support/ports.ts";
+
+let registry: DockerRegistry;
+let work: string;
+let good: WrittenArchive;
+
+beforeAll(async () => {
+  registry = await startDockerRegistry();
+  work = await makeTempDir("cli-errors-");
+  good = await writeClassicDockerArchive(join(work, "good.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
+}, 60_000);
+
+afterAll(async () => {
+  await registry?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+function push(args: string[], env: Record<string, string> = {}, stdin = `${registry.password}\n`) {
+  return runCli(args, {
+    cwd: work,
+    stdin,
+    env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", ...env },
+  });
+}
+
+describe("usage errors exit 2", () => {
+  test("no arguments", async () => {
+    const result = await runCli([], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("error: no image reference given");
+    expect(result.stderr).toContain("Usage:");
+    expect(result.stdout).toBe("");
+  });
+
+  test("no registry host", async () => {
+    const result = await runCli(["ubuntu:22.04"], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('"ubuntu:22.04" names no registry host: expected <host[:port]>/<repository>[:<tag>]');
+  });
+
+  test("a digest reference", async () => {
+    const result = await runCli([`reg.io/app@sha256:${"a".repeat(64)}`], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("cannot push to a digest reference");
+  });
+
+  test("an unknown flag is named", async () => {
+    const result = await runCli(["--frobnicate", "reg.io/app"], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("--frobnicate");
+  });
+
+  test("USERNAME_REGISTRY without a password on stdin", async () => {
+    const result = await push([`${registry.host}/x/y:1`], {}, "");
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("no password arrived on stdin");
+  });
+
+  test("--help prints usage on stdout and exits 0", async () => {
+    const result = await runCli(["--help"], { cwd: work });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("--chunk-size");
+    expect(result.stdout).toContain("INSECURE_HTTP_PUSH");
+  });
+});
+
+describe("push failures exit 1 with a clear message", () => {
+  test("wrong password: named user, the password never printed", async () => {
+    const secret = "wrong-Pa55word-xyz";
+    const result = await push(["--archive", good.path, `${registry.host}/x/y:1`], {}, `${secret}\n`);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`registry ${registry.host} rejected the username "${registry.username}" or its password`);
+    expect(result.stderr + result.stdout).not.toContain(secret);
+  });
+
+  test("no credentials for a registry that needs them says to set USERNAME_REGISTRY", async () => {
+    const result = await runCli(["--archive", good.path, `${registry.host}/x/y:1`], { cwd: work, env: { INSECURE_HTTP_PUSH: "true" } });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin");
+  });
+
+  test("a plain-http registry without INSECURE_HTTP_PUSH names the variable", async () => {
+    const result = await push(["--archive", good.path, `${registry.host}/x/y:1`], { INSECURE_HTTP_PUSH: "" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`registry ${registry.host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true`);
+  });
+
+  test("nothing listening on the port", async () => {
+    const port = await freePort();
+    const result = await push(["--archive", good.path, `127.0.0.1:${port}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot reach http://127.0.0.1:${port}`);
+  });
+
+  test("a missing archive", async () => {
+    const result = await push(["--archive", join(work, "nope.tar"), `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot open archive ${join(work, "nope.tar")}: no such file`);
+  });
+
+  test("a truncated archive", async () => {
+    const corrupt = await writeCorruptArchive(join(work, "corrupt.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
+    const result = await push(["--archive", corrupt.path, `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`archive ${corrupt.path} is corrupt or truncated`);
+  });
+
+  test("a layer whose bytes do not match the config's diff_id is caught before upload", async () => {
+    const path = join(work, "flipped.tar");
+    const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
+    // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
+    const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
+    bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+    await Bun.write(path, bytes);
+    const result = await push(["--archive", path, `${registry.host}/x/flipped:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/layer 1\/4 of archive .*flipped\.tar is corrupt: its content hashes to sha256:[a-f0-9]{64}, but the image config says/);
+    expect((await readdir(join(work, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+  });
+
+  test("an archive with a ../ entry is refused and nothing is written outside", async () => {
+    const cwd = await makeTempDir("evil-cwd-");
+    const evil = await writeEvilArchive(join(cwd, "evil.tar"), "dotdot");
+    const result = await runCli(["--archive", evil.path, `${registry.host}/x/y:1`], {
+      cwd,
+      stdin: `${registry.password}\n`,
+      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`has an unsafe entry "../${evil.escapeName}"`);
+    for (const path of [...evil.mustNotExist, join(cwd, "..", evil.escapeName)]) expect(existsSync(path)).toBe(false);
+    await rm(cwd, { recursive: true, force: true });
+  });
+});
