@@ -17,6 +17,7 @@ import { parseOptions, USAGE } from "./src/options.ts";
 import { pushImageBlobs } from "./src/push-blobs.ts";
 import { formatReference } from "./src/reference.ts";
 import { RegistryClient } from "./src/registry.ts";
+import { DEFAULT_RETRY } from "./src/retry.ts";
 
 async function main(argv: string[]): Promise<number> {
   const options = parseOptions(argv, process.env);
@@ -30,7 +31,15 @@ async function main(argv: string[]): Promise<number> {
 
   // Check the registry and the credentials before the slow work of saving and compressing.
   const abort = new AbortController();
-  const client = new RegistryClient({ host: reference.host, insecure: options.insecure, credentials, signal: abort.signal });
+  const client = new RegistryClient({
+    host: reference.host,
+    insecure: options.insecure,
+    credentials,
+    signal: abort.signal,
+    retry: { ...DEFAULT_RETRY, retries: options.retries },
+    idleTimeoutMs: options.timeoutMs,
+    log,
+  });
   await client.ping();
 
   const pushFolder = process.cwd();

@@ -11,6 +11,10 @@ export interface Options {
   /** Layers prepared and uploaded at once. */
   concurrency: number;
   gzipLevel: number;
+  /** Further attempts of a failed request (and of a failed chunk, resumed where the server stands). */
+  retries: number;
+  /** A request that moves no byte for this long is abandoned and retried. */
+  timeoutMs: number;
   insecure: boolean;
   username?: string;
 }
@@ -25,6 +29,8 @@ Options:
   --chunk-size <size>    largest request body to send (bytes, or 95MiB, 100MB, 1GiB); env CHUNK_SIZE
   --concurrency <n>      layers prepared and uploaded at once (default 3)
   --gzip-level <0-9>     gzip level for uncompressed layers (default 6)
+  --retries <n>          further attempts of a failed request or chunk (default 5)
+  --timeout <seconds>    abandon and retry a request that makes no progress for this long (default 60)
   -h, --help             show this help
 
 Environment:
@@ -47,6 +53,8 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
         "chunk-size": { type: "string" },
         concurrency: { type: "string" },
         "gzip-level": { type: "string" },
+        retries: { type: "string" },
+        timeout: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -67,6 +75,8 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
     chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseSize(chunkSize, "--chunk-size"),
     concurrency: parseInteger(values.concurrency ?? "3", "--concurrency", 1, 64),
     gzipLevel: parseInteger(values["gzip-level"] ?? "6", "--gzip-level", 0, 9),
+    retries: parseInteger(values.retries ?? "5", "--retries", 0, 100),
+    timeoutMs: parseInteger(values.timeout ?? "60", "--timeout", 1, 86_400) * 1000,
     insecure: /^(1|true|yes)$/i.test(env.INSECURE_HTTP_PUSH ?? ""),
     username: env.USERNAME_REGISTRY || undefined,
   };

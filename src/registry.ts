@@ -1,6 +1,11 @@
 import nodeFetch from "node-fetch";
 import { PushError, RegistryError } from "./errors.ts";
+import { silentLogger, type Logger } from "./log.ts";
 import { describeFailure } from "./registry-errors.ts";
+import { backoffMs, DEFAULT_RETRY, isTransientStatus, parseRetryAfter, type RetryPolicy } from "./retry.ts";
+
+// Bun serves node-fetch from its native fetch; this only bridges node-fetch's own type declarations.
+const fetch = nodeFetch as unknown as typeof globalThis.fetch;
 
 export interface Credentials {
   username: string;
@@ -13,8 +18,13 @@ export interface ClientOptions {
   /** Plain http instead of https (INSECURE_HTTP_PUSH). */
   insecure: boolean;
   credentials?: Credentials;
-  /** Aborts every request in flight, e.g. when another blob already failed. */
+  /** Aborts every request in flight: Ctrl-C, or another blob already failed. */
   signal?: AbortSignal;
+  retry?: RetryPolicy;
+  /** A request that moves no byte for this long is abandoned (and retried). */
+  idleTimeoutMs?: number;
+  /** Where retries are reported. */
+  log?: Logger;
 }
 
 export type Body = Blob | Uint8Array | string;
@@ -22,12 +32,26 @@ export type Body = Blob | Uint8Array | string;
 export interface SendOptions {
   headers?: Record<string, string>;
   body?: Body;
+  /** Names the request in retry messages and errors, e.g. `layer 2/5 sha256:...: chunk 3/7`. */
+  what?: string;
+  /** false: one attempt, the caller recovers itself (a PATCH must ask the server where it stands). */
+  retry?: boolean;
+  /** Overrides the client's idle timeout, e.g. for a final PUT while the server assembles parts. */
+  idleTimeoutMs?: number;
+  /** Not cancelled by the run's abort signal: cleanup requests after Ctrl-C or a failure. */
+  detached?: boolean;
+  /** Bytes of the body handed to the connection so far. */
+  onProgress?: (sent: number) => void;
 }
 
-// Bun serves node-fetch from its native fetch; this only bridges node-fetch's own type declarations.
-const fetch = nodeFetch as unknown as typeof globalThis.fetch;
-
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Thrown inside a request that moved no byte for too long; retried like a dropped connection. */
+class IdleTimeout extends Error {
+  constructor(ms: number) {
+    super(`no progress for ${Math.round(ms / 1000)} s`);
+  }
+}
 
 /**
  * Reads a response we only need the headers of to its end, so its connection can be reused. (Bun's
@@ -38,20 +62,29 @@ export async function drain(response: Response): Promise<void> {
 }
 
 /**
- * One registry, one scheme, one set of credentials. Every request goes through `send`, which resolves
- * relative `Location`s, follows redirects itself so `Authorization` never travels to another host
- * (storage back ends hand out pre-signed URLs), and turns network failures into messages.
+ * One registry, one scheme, one set of credentials. Every request goes through `send`, which retries
+ * transient failures with backoff, abandons requests that stop moving, resolves relative `Location`s,
+ * and follows redirects itself so `Authorization` never travels to another host (storage back ends
+ * hand out pre-signed URLs).
  */
 export class RegistryClient {
   readonly base: string;
   private readonly authorization?: string;
+  private readonly retry: RetryPolicy;
+  private readonly log: Logger;
 
   constructor(private readonly options: ClientOptions) {
     this.base = `${options.insecure ? "http" : "https"}://${options.host}`;
+    this.retry = options.retry ?? DEFAULT_RETRY;
+    this.log = options.log ?? silentLogger;
     const { credentials } = options;
     if (credentials) {
       this.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
     }
+  }
+
+  get retries(): number {
+    return this.retry.retries;
   }
 
   /** An absolute URL for a path or a `Location` the registry gave (which may be relative). */
@@ -60,22 +93,27 @@ export class RegistryClient {
   }
 
   async send(method: string, target: string, options: SendOptions = {}): Promise<Response> {
-    let url = this.url(target);
-    let body = options.body;
-    for (let hop = 0; ; hop++) {
-      const headers: Record<string, string> = { ...options.headers };
-      if (this.authorization && new URL(url).origin === new URL(this.base).origin) {
-        headers.Authorization = this.authorization;
+    const what = options.what ?? `${method} ${new URL(this.url(target)).pathname}`;
+    const retries = options.retry === false ? 0 : this.retry.retries;
+    for (let attempt = 1; ; attempt++) {
+      let reason: string;
+      let retryAfter: number | undefined;
+      try {
+        const response = await this.attempt(method, target, options);
+        if (!isTransientStatus(response.status) || attempt > retries) return response;
+        reason = `HTTP ${response.status}`;
+        retryAfter = parseRetryAfter(response.headers.get("retry-after"), Date.now());
+        await drain(response);
+      } catch (error) {
+        if (!options.detached) this.options.signal?.throwIfAborted();
+        reason = describeNetworkError(error);
+        if (attempt > retries) {
+          throw new PushError(`${what}: ${reason}${attempt > 1 ? ` (gave up after ${attempt} attempts)` : ""}`);
+        }
       }
-      const response = await this.fetch(url, { method, headers, body, redirect: "manual", signal: this.options.signal });
-      const location = response.headers.get("location");
-      if (!REDIRECTS.has(response.status) || !location || method === "POST" || hop >= 5) return response;
-      await drain(response);
-      url = new URL(location, url).toString();
-      if (response.status === 303) {
-        method = "GET";
-        body = undefined;
-      }
+      const wait = backoffMs(attempt, this.retry, retryAfter);
+      this.log.warn(`${what}: ${reason}; retrying in ${(wait / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${retries + 1})`);
+      await sleep(wait, options.detached ? undefined : this.options.signal);
     }
   }
 
@@ -87,33 +125,25 @@ export class RegistryClient {
     const { host, credentials, insecure } = this.options;
     let response: Response;
     try {
-      response = await this.send("GET", "/v2/");
+      response = await this.send("GET", "/v2/", { retry: false });
     } catch (error) {
       if (!insecure && (await this.answersPlainHttp())) {
-        throw new PushError(
-          `registry ${host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true to push to it`,
-        );
+        throw new PushError(`registry ${host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true to push to it`);
       }
-      throw error;
+      response = await this.send("GET", "/v2/", { what: `cannot reach ${this.base}` });
     }
-    if (response.ok) {
-      await drain(response);
-      return;
-    }
+    if (response.ok) return drain(response);
     const challenge = response.headers.get("www-authenticate") ?? "";
-    if (response.status === 401 && /^bearer/i.test(challenge)) {
-      await drain(response);
-      throw new PushError(`registry ${host} uses token (Bearer) authentication, which this version does not support yet`);
-    }
-    if (response.status === 401 && !credentials) {
-      await drain(response);
-      throw new PushError(
-        `registry ${host} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
-      );
-    }
     if (response.status === 401) {
       await drain(response);
-      throw new PushError(`registry ${host} rejected the username "${credentials?.username}" or its password (HTTP 401)`);
+      if (/^bearer/i.test(challenge)) {
+        throw new PushError(`registry ${host} uses token (Bearer) authentication, which this version does not support yet`);
+      }
+      throw new PushError(
+        credentials
+          ? `registry ${host} rejected the username "${credentials.username}" or its password (HTTP 401)`
+          : `registry ${host} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+      );
     }
     throw await this.failure(response, `registry ${host} did not answer GET /v2/ as a registry`);
   }
@@ -125,13 +155,43 @@ export class RegistryClient {
     return new RegistryError(`${context}: ${failure.text}`, failure.status, failure.code);
   }
 
-  private async fetch(url: string, init: RequestInit): Promise<Response> {
+  /** One attempt: redirects followed by hand, the idle timer re-armed by every byte sent. */
+  private async attempt(method: string, target: string, options: SendOptions): Promise<Response> {
+    const idleMs = options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000;
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(new IdleTimeout(idleMs)), idleMs);
+    };
+    const outer = options.detached ? undefined : this.options.signal;
+    const cancel = () => controller.abort(outer?.reason);
+    outer?.addEventListener("abort", cancel, { once: true });
+    arm();
     try {
-      return await fetch(url, init);
-    } catch (error) {
-      if (this.options.signal?.aborted) throw this.options.signal.reason ?? error;
-      const { code, message } = error as { code?: string; message?: string };
-      throw new PushError(`cannot reach ${this.base} (${[code, message].filter(Boolean).join(": ")})`);
+      let url = this.url(target);
+      for (let hop = 0; ; hop++) {
+        const headers: Record<string, string> = { ...options.headers };
+        if (this.authorization && new URL(url).origin === new URL(this.base).origin) {
+          headers.Authorization = this.authorization;
+        }
+        const body = prepareBody(options.body, headers, () => arm(), options.onProgress);
+        const init = { method, headers, body, redirect: "manual", signal: controller.signal, duplex: "half" };
+        const response = await fetch(url, init as RequestInit).catch((error: unknown) => {
+          throw controller.signal.aborted ? controller.signal.reason : error;
+        });
+        const location = response.headers.get("location");
+        if (!REDIRECTS.has(response.status) || !location || method === "POST" || hop >= 5) return response;
+        await drain(response);
+        url = new URL(location, url).toString();
+        if (response.status === 303) {
+          method = "GET";
+          options = { ...options, body: undefined };
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener("abort", cancel);
     }
   }
 
@@ -144,4 +204,50 @@ export class RegistryClient {
       return false;
     }
   }
+}
+
+/**
+ * File bodies are streamed through a counter so the idle timer sees progress and callers can report
+ * it; the exact Content-Length is still sent (registries refuse chunked transfer encoding).
+ */
+function prepareBody(
+  body: Body | undefined,
+  headers: Record<string, string>,
+  onActivity: () => void,
+  onProgress?: (sent: number) => void,
+): RequestInit["body"] {
+  if (!(body instanceof Blob)) return body;
+  headers["Content-Length"] = String(body.size);
+  let sent = 0;
+  return body.stream().pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        sent += chunk.byteLength;
+        onActivity();
+        onProgress?.(sent);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+}
+
+function describeNetworkError(error: unknown): string {
+  if (error instanceof IdleTimeout) return error.message;
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  if (code && message && !message.startsWith(code)) return `${code}: ${message}`;
+  return message || code || String(error);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    }, ms);
+    const stop = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+  });
 }

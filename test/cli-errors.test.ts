@@ -102,9 +102,11 @@ describe("push failures exit 1 with a clear message", () => {
 
   test("nothing listening on the port", async () => {
     const port = await freePort();
-    const result = await push(["--archive", good.path, `127.0.0.1:${port}/x/y:1`]);
+    const result = await push(["--retries", "1", "--archive", good.path, `127.0.0.1:${port}/x/y:1`]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain(`cannot reach http://127.0.0.1:${port}`);
+    expect(result.stderr).toMatch(/retrying in [\d.]+ s \(attempt 2 of 2\)/);
+    expect(result.stderr).toContain(`error: cannot reach http://127.0.0.1:${port}: `);
+    expect(result.stderr).toContain("(gave up after 2 attempts)");
   });
 
   test("a missing archive", async () => {
