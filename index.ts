@@ -74,7 +74,9 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`error: ${error.message}\n${USAGE.split("\n")[0]}\nRun with --help for the options.\n`);
       process.exit(2);
     }
-    const message = error instanceof PushError ? error.message : `unexpected failure: ${(error as Error)?.stack ?? error}`;
+    // A stack helps us, not the user; DEBUG=1 shows it.
+    const detail = process.env.DEBUG ? (error as Error)?.stack : (error as Error)?.message;
+    const message = error instanceof PushError ? error.message : `unexpected failure: ${detail ?? error}`;
     process.stderr.write(`error: ${message}\n`);
     process.exit(1);
   },

@@ -59,6 +59,9 @@ export async function readArchive(path: string, reference?: string): Promise<Arc
 async function fromSaveManifest(tar: TarIndex, reference?: string): Promise<ArchiveImage> {
   const entries = parseJson<SaveManifestEntry[]>(await readEntry(tar, "manifest.json"), tar, "manifest.json");
   if (!Array.isArray(entries) || entries.length === 0) throw corrupt(tar, "manifest.json lists no image");
+  if (!entries.every((e) => typeof e?.Config === "string" && Array.isArray(e.Layers) && e.Layers.every((l) => typeof l === "string"))) {
+    throw corrupt(tar, "manifest.json entries need a Config file name and a Layers list");
+  }
   const chosen =
     entries.length === 1 ? entries[0] : entries.find((e) => reference && e.RepoTags?.includes(reference));
   if (!chosen) {
@@ -76,7 +79,10 @@ async function fromOciLayout(tar: TarIndex, reference?: string): Promise<Archive
   const candidates: OciDescriptor[] = [];
   const walk = async (name: string, depth: number): Promise<void> => {
     const index = parseJson<OciIndexOrManifest>(await readEntry(tar, name), tar, name);
-    for (const descriptor of index.manifests ?? []) {
+    if (!Array.isArray(index.manifests) || !index.manifests.every(isDescriptor)) {
+      throw corrupt(tar, `${name} has no valid manifests list`);
+    }
+    for (const descriptor of index.manifests) {
       if (isIndex(descriptor.mediaType) && depth < 4) await walk(blobName(descriptor.digest), depth + 1);
       else candidates.push(descriptor);
     }
@@ -86,7 +92,9 @@ async function fromOciLayout(tar: TarIndex, reference?: string): Promise<Archive
   if (!manifestDescriptor) throw corrupt(tar, "index.json names no image manifest");
   const manifestName = blobName(manifestDescriptor.digest);
   const manifest = parseJson<OciIndexOrManifest>(await readBlob(tar, manifestDescriptor.digest), tar, manifestName);
-  if (!manifest.config || !manifest.layers) throw corrupt(tar, `${manifestName} is not an image manifest`);
+  if (!isDescriptor(manifest.config) || !Array.isArray(manifest.layers) || !manifest.layers.every(isDescriptor)) {
+    throw corrupt(tar, `${manifestName} is not an image manifest`);
+  }
   const configBytes = await readBlob(tar, manifest.config.digest);
   const config = {
     bytes: configBytes,
@@ -100,6 +108,9 @@ async function fromOciLayout(tar: TarIndex, reference?: string): Promise<Archive
 async function describeLayers(tar: TarIndex, entries: TarEntry[], configBytes: Uint8Array): Promise<ArchiveLayer[]> {
   const config = parseJson<{ rootfs?: { diff_ids?: string[] } }>(configBytes, tar, "the image config");
   const diffIds = config.rootfs?.diff_ids ?? [];
+  if (!Array.isArray(diffIds) || !diffIds.every((d) => typeof d === "string" && SHA256.test(d))) {
+    throw corrupt(tar, "the config's rootfs.diff_ids are not sha256 digests");
+  }
   if (diffIds.length !== entries.length) {
     throw corrupt(tar, `the config lists ${diffIds.length} layers (diff_ids) but the manifest ${entries.length}`);
   }
@@ -129,6 +140,13 @@ function chooseManifest(candidates: OciDescriptor[], reference?: string): OciDes
     candidates.find((d) => d.platform?.os === "linux" && d.platform.architecture === arch) ??
     candidates[0]
   );
+}
+
+const SHA256 = /^sha256:[a-f0-9]{64}$/;
+
+function isDescriptor(value: unknown): value is OciDescriptor {
+  const d = value as OciDescriptor | undefined;
+  return typeof d?.digest === "string" && SHA256.test(d.digest);
 }
 
 function isIndex(mediaType?: string): boolean {

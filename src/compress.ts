@@ -21,6 +21,7 @@ export async function gzipRange(
   range: { offset: number; size: number },
   dest: string,
   level: number,
+  signal?: AbortSignal,
 ): Promise<CompressResult> {
   const input = createHash("sha256");
   const output = createHash("sha256");
@@ -31,14 +32,15 @@ export async function gzipRange(
     createGzip({ level }),
     tap(output, (n) => (size += n)),
     createWriteStream(dest),
+    { signal },
   );
   return { inputDigest: `sha256:${input.digest("hex")}`, digest: `sha256:${output.digest("hex")}`, size };
 }
 
 /** sha256 of a byte range of a file, streamed. */
-export async function hashRange(source: string, range: { offset: number; size: number }): Promise<string> {
+export async function hashRange(source: string, range: { offset: number; size: number }, signal?: AbortSignal): Promise<string> {
   const hash = createHash("sha256");
-  await pipeline(readRange(source, range), tap(hash), new Transform({ transform: (_c, _e, done) => done() }));
+  await pipeline(readRange(source, range), tap(hash), new Transform({ transform: (_c, _e, done) => done() }), { signal });
   return `sha256:${hash.digest("hex")}`;
 }
 

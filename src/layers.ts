@@ -20,6 +20,8 @@ export interface PrepareOptions {
   gzipLevel: number;
   /** Position in the image, for messages. */
   label: string;
+  /** Stops compressing at once (Ctrl-C, or another blob failed); the temporary file is removed. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -30,7 +32,7 @@ export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions)
   const { archive, cache, gzipLevel } = options;
   const range = { offset: layer.entry.offset, size: layer.entry.size };
   if (layer.compression !== "none") {
-    const digest = await hashRange(archive, range);
+    const digest = await hashRange(archive, range, options.signal);
     return {
       mediaType: layer.compression === "gzip" ? OCI_LAYER_GZIP : OCI_LAYER_ZSTD,
       digest,
@@ -45,7 +47,7 @@ export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions)
 
   const temp = cache.tempPath();
   try {
-    const result = await gzipRange(archive, range, temp, gzipLevel);
+    const result = await gzipRange(archive, range, temp, gzipLevel, options.signal);
     if (result.inputDigest !== layer.diffId) {
       throw new PushError(
         `${options.label} of archive ${archive} is corrupt: its content hashes to ${result.inputDigest}, ` +
@@ -55,6 +57,7 @@ export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions)
     return fileSource(await cache.commit(temp, result, layer.diffId, variant), "compressed");
   } catch (error) {
     await cache.discard(temp);
+    options.signal?.throwIfAborted();
     if (error instanceof PushError) throw error;
     throw new PushError(`cannot compress ${options.label} into ${cache.dir}: ${(error as Error).message}`);
   }

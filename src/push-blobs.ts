@@ -56,7 +56,13 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
       const first = firstSeen.get(layer.diffId);
       if (first === undefined) firstSeen.set(layer.diffId, label);
       const blob = await once(prepared, layer.diffId, () =>
-        prepareLayer(layer, { archive: image.archive, cache: options.cache, gzipLevel: options.gzipLevel, label }),
+        prepareLayer(layer, {
+          archive: image.archive,
+          cache: options.cache,
+          gzipLevel: options.gzipLevel,
+          label,
+          signal: abort.signal,
+        }),
       );
       await upload(blob, `${label} ${shortDigest(blob.digest)}`);
       if (first !== undefined) log.info(`${label} ${shortDigest(blob.digest)}: same layer as ${first}`);

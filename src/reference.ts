@@ -18,6 +18,10 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
  * not guess; a digest cannot be pushed to.
  */
 export function parseReference(input: string): Reference {
+  if (/^[^/]*@/.test(input)) {
+    // Never echo it: the part before @ may be user:password.
+    throw new UsageError(`a reference cannot carry credentials: set USERNAME_REGISTRY and pipe the password on stdin; ${EXPECTED}`);
+  }
   if (input.includes("@")) {
     throw new UsageError(`cannot push to a digest reference "${input}": ${EXPECTED}`);
   }
@@ -26,6 +30,7 @@ export function parseReference(input: string): Reference {
   if (!(first.includes(".") || first.includes(":") || first === "localhost")) {
     throw new UsageError(`"${input}" names no registry host: ${EXPECTED}`);
   }
+  if (!validHost(first)) throw new UsageError(`invalid registry host "${first}" in "${input}": ${EXPECTED}`);
   let rest = input.slice(slash + 1);
   let tag = "latest";
   const colon = rest.lastIndexOf(":");
@@ -40,6 +45,16 @@ export function parseReference(input: string): Reference {
     );
   }
   return { host: first, repository: rest, tag };
+}
+
+function validHost(host: string): boolean {
+  const port = /:(\d+)$/.exec(host)?.[1];
+  if (host.includes(":") && (port === undefined || Number(port) < 1 || Number(port) > 65535)) return false;
+  try {
+    return new URL(`https://${host}/`).host.length > 0;
+  } catch {
+    return false;
+  }
 }
 
 export function formatReference(ref: Reference): string {

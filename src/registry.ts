@@ -46,6 +46,17 @@ export interface SendOptions {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
+/** A request that got no answer (refused, reset, cut, idle): the caller may resume or retry. */
+export class NetworkError extends PushError {
+  constructor(
+    what: string,
+    readonly reason: string,
+    readonly attempts: number,
+  ) {
+    super(`${what}: ${reason}${attempts > 1 ? ` (gave up after ${attempts} attempts)` : ""}`);
+  }
+}
+
 /** Thrown inside a request that moved no byte for too long; retried like a dropped connection. */
 class IdleTimeout extends Error {
   constructor(ms: number) {
@@ -107,14 +118,22 @@ export class RegistryClient {
       } catch (error) {
         if (!options.detached) this.options.signal?.throwIfAborted();
         reason = describeNetworkError(error);
-        if (attempt > retries) {
-          throw new PushError(`${what}: ${reason}${attempt > 1 ? ` (gave up after ${attempt} attempts)` : ""}`);
-        }
+        if (attempt > retries) throw new NetworkError(what, reason, attempt);
       }
-      const wait = backoffMs(attempt, this.retry, retryAfter);
+      const wait = this.backoff(attempt, retryAfter);
       this.log.warn(`${what}: ${reason}; retrying in ${(wait / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${retries + 1})`);
       await sleep(wait, options.detached ? undefined : this.options.signal);
     }
+  }
+
+  /** The wait before attempt `attempt + 1`, for callers that retry on their own (resumed chunks). */
+  backoff(attempt: number, retryAfterMs?: number): number {
+    return backoffMs(attempt, this.retry, retryAfterMs);
+  }
+
+  /** Waits, but gives up at once when the run is aborted. */
+  sleep(ms: number): Promise<void> {
+    return sleep(ms, this.options.signal);
   }
 
   /**
@@ -152,7 +171,11 @@ export class RegistryClient {
   async failure(response: Response, context: string): Promise<RegistryError> {
     const body = await response.text().catch(() => "");
     const failure = describeFailure(response.status, response.statusText, response.headers.get("content-type") ?? "", body);
-    return new RegistryError(`${context}: ${failure.text}`, failure.status, failure.code);
+    const text =
+      response.status === 401 && !this.options.credentials
+        ? `the registry requires authentication (${failure.text.replace(/ \(the registry did not accept.*\)$/, "")}): set USERNAME_REGISTRY=<user> and pipe the password on stdin`
+        : failure.text;
+    return new RegistryError(`${context}: ${text}`, failure.status, failure.code);
   }
 
   /** One attempt: redirects followed by hand, the idle timer re-armed by every byte sent. */
@@ -195,11 +218,16 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * Whether the host speaks registry over plain http. Only an answer that looks like a registry's
+   * counts: a TLS server answering http with 400, or a port-80 redirector, must not make us suggest
+   * sending the password in clear.
+   */
   private async answersPlainHttp(): Promise<boolean> {
     try {
       const response = await fetch(`http://${this.options.host}/v2/`, { redirect: "manual", signal: AbortSignal.timeout(5000) });
       await drain(response);
-      return true;
+      return response.headers.has("docker-distribution-api-version") || response.status === 200 || response.status === 401;
     } catch {
       return false;
     }

@@ -25,9 +25,23 @@ describe("parseReference", () => {
     ["reg.io/app:", /invalid tag ""/],
     ["reg.io/app:bad/tag", /invalid repository|invalid tag/],
     ["reg.io/app:" + "t".repeat(129), /invalid tag/],
+    ["reg.io:99999/app", /invalid registry host "reg.io:99999"/],
+    ["host:notaport/app", /invalid registry host "host:notaport"/],
+    ["reg io.com/app", /invalid registry host/],
   ])("rejects %s", (input, message) => {
     expect(() => parseReference(input)).toThrow(UsageError);
     expect(() => parseReference(input)).toThrow(message);
     expect(() => parseReference(input)).toThrow(/expected <host\[:port\]>\/<repository>\[:<tag>\]/);
+  });
+
+  test("credentials in a reference are refused without echoing them", () => {
+    let message = "";
+    try {
+      parseReference("me:hunter2@reg.io/app");
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("cannot carry credentials: set USERNAME_REGISTRY");
+    expect(message).not.toContain("hunter2");
   });
 });
