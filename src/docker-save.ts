@@ -8,7 +8,7 @@ import type { Logger } from "./log.ts";
  * in `folder`, reusing that file when it is already there: the id is the config's digest, so the same
  * name always means the same image.
  */
-export async function dockerSave(reference: string, folder: string, log: Logger): Promise<string> {
+export async function dockerSave(reference: string, folder: string, log: Logger, signal?: AbortSignal): Promise<string> {
   const inspect = await docker(["image", "inspect", "--format", "{{.Id}}", reference]);
   if (inspect.code !== 0) {
     throw new PushError(
@@ -25,19 +25,20 @@ export async function dockerSave(reference: string, folder: string, log: Logger)
   }
   const temp = join(folder, `.${id}.tar.tmp-${process.pid}`);
   log.info(`Saving ${reference} (image ${id.slice(0, 12)}) with docker save...`);
-  const save = await docker(["save", "-o", temp, reference]);
-  if (save.code !== 0) {
+  const save = await docker(["save", "-o", temp, reference], signal);
+  if (save.code !== 0 || signal?.aborted) {
     await rm(temp, { force: true });
+    signal?.throwIfAborted();
     throw new PushError(`docker save ${reference} failed: ${save.stderr.trim() || `exit code ${save.code}`}`);
   }
   await rename(temp, archive);
   return archive;
 }
 
-async function docker(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function docker(args: string[], signal?: AbortSignal): Promise<{ code: number; stdout: string; stderr: string }> {
   let child;
   try {
-    child = Bun.spawn(["docker", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    child = Bun.spawn(["docker", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", signal });
   } catch {
     throw new PushError("the docker command was not found on PATH: install Docker, or push an archive with --archive <file.tar>");
   }

@@ -3,11 +3,11 @@
  * UsageError -> 2 (the command line is wrong), PushError -> 1 (the push failed).
  */
 export class UsageError extends Error {
-  override readonly name = "UsageError";
+  override readonly name: string = "UsageError";
 }
 
 export class PushError extends Error {
-  override readonly name = "PushError";
+  override readonly name: string = "PushError";
 }
 
 /** The registry answered with a status we cannot continue from. */
@@ -18,5 +18,13 @@ export class RegistryError extends PushError {
     readonly code?: string,
   ) {
     super(message);
+  }
+}
+
+/** Ctrl-C or SIGTERM: the run stops, cleans up, and exits 130 like any interrupted command. */
+export class Interrupted extends PushError {
+  override readonly name = "Interrupted";
+  constructor(readonly signal: string) {
+    super(`interrupted by ${signal}: open upload sessions were cancelled and temporary files removed`);
   }
 }
