@@ -97,9 +97,10 @@ class BlobUpload {
     const head = await this.client.send("HEAD", `/v2/${this.repository}/blobs/${this.blob.digest}`, {
       what: `${this.label}: checking whether the registry has it`,
     });
-    await drain(head);
-    if (head.ok) return true;
-    if (head.status === 404) return false;
+    if (head.ok || head.status === 404) {
+      await drain(head);
+      return head.ok;
+    }
     throw await this.client.failure(head, `${this.label}: checking whether the registry has it`);
   }
 
@@ -174,8 +175,8 @@ class BlobUpload {
           retry: false,
           onProgress: (sent) => this.options.onProgress?.(chunk.start + sent),
         });
-        await drain(patch);
         if (patch.status === 202) {
+          await drain(patch);
           this.location = this.newest(patch);
           const offset = uploadOffset(patch.headers.get("range"));
           if (offset === undefined || offset === chunk.end + 1) {
@@ -186,6 +187,7 @@ class BlobUpload {
           reason = `the registry reports it holds bytes ${patch.headers.get("range")}, expected 0-${chunk.end}`;
         } else if (isTransientStatus(patch.status) || patch.status === 416 || patch.status === 404) {
           // A 416 carries serverless-registry's current state: follow its Location.
+          await drain(patch);
           this.location = this.newest(patch);
           reason = `HTTP ${patch.status}`;
           wait = parseRetryAfter(patch.headers.get("retry-after"), Date.now());
@@ -209,11 +211,11 @@ class BlobUpload {
   private async resume(planned: Chunk[], chunks: Chunk[], chunkSize: number): Promise<{ chunks: Chunk[]; index: number }> {
     const what = `${this.label}: asking where the upload stands`;
     const status = await this.client.send("GET", this.location, { what });
-    await drain(status);
-    if (status.status === 404) return this.restart(planned, "the registry lost the upload session");
-    if (status.status !== 204 && status.status !== 200 && status.status !== 202) {
+    if (status.status !== 204 && status.status !== 200 && status.status !== 202 && status.status !== 404) {
       throw await this.client.failure(status, what);
     }
+    await drain(status);
+    if (status.status === 404) return this.restart(planned, "the registry lost the upload session");
     this.location = this.newest(status);
     const offset = uploadOffset(status.headers.get("range")) ?? 0;
     if (offset === this.blob.size) return { chunks, index: chunks.length };

@@ -35,6 +35,8 @@ export interface CompressOptions {
   blockSize?: number;
   /** Use this pool instead of the shared one (tests). */
   pool?: CompressPool;
+  /** Stops reading at once; the promise rejects with the signal's reason once pending writes settle. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -58,6 +60,7 @@ export async function compressRange(
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE[algorithm];
   checkOptions(algorithm, level, blockSize, range);
   const pool = options.pool ?? sharedPool(options.workers ?? availableParallelism());
+  options.signal?.throwIfAborted();
 
   const input = await open(source, "r").catch((error: Error) => {
     throw new Error(`cannot read ${source}: ${error.message}`);
@@ -70,7 +73,8 @@ export async function compressRange(
     throw new Error(`cannot write ${dest}: ${(error as Error).message}`);
   }
   try {
-    return await compressBlocks({ input, source, range, blockSize, algorithm, level, pool }, new OrderedSink(output, dest));
+    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal };
+    return await compressBlocks(plan, new OrderedSink(output, dest));
   } finally {
     await Promise.allSettled([input.close(), output.close()]);
   }
@@ -90,11 +94,12 @@ interface BlockPlan {
   algorithm: Algorithm;
   level: number;
   pool: CompressPool;
+  signal: AbortSignal | undefined;
 }
 
 /** Reads and hashes blocks in order, hands them to the pool, and lets `sink` write results in order. */
 async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<CompressResult> {
-  const { input, source, range, blockSize, algorithm, level, pool } = plan;
+  const { input, source, range, blockSize, algorithm, level, pool, signal } = plan;
   const inputHash = createHash("sha256");
   let crc = 0;
   let dictionary: Uint8Array<ArrayBuffer> | undefined;
@@ -108,6 +113,7 @@ async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<Compr
     const release = await pool.slots.acquire();
     let data: Uint8Array<ArrayBuffer>;
     try {
+      signal?.throwIfAborted();
       data = await readBlock(input, source, range.offset + start, length);
     } catch (error) {
       release();
@@ -313,7 +319,10 @@ export class CompressPool {
       entry.worker.terminate();
       failAll(entry, new Error(`a compression worker crashed: ${reason}`));
     };
-    entry.worker.addEventListener("error", (event) => die((event as ErrorEvent).message || "uncaught error"));
+    entry.worker.addEventListener("error", (event) => {
+      const { error, message } = event as ErrorEvent;
+      die(error instanceof Error ? error.message : message || "uncaught error");
+    });
     entry.worker.addEventListener("messageerror", () => die("a message could not be read"));
     entry.worker.addEventListener("close", (event) => die(`it exited (code ${(event as CloseEvent).code})`));
     this.workers[index] = entry;

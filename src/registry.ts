@@ -118,6 +118,11 @@ export class RegistryClient {
       } catch (error) {
         if (!options.detached) this.options.signal?.throwIfAborted();
         reason = describeNetworkError(error);
+        if (isCertificateError(error)) {
+          throw new PushError(
+            `${what}: ${reason}: the registry's TLS certificate is not trusted; if it is yours, trust its CA with NODE_EXTRA_CA_CERTS=<ca.pem>`,
+          );
+        }
         if (attempt > retries) throw new NetworkError(what, reason, attempt);
       }
       const wait = this.backoff(attempt, retryAfter);
@@ -257,6 +262,12 @@ function prepareBody(
       },
     }),
   );
+}
+
+// Retrying cannot make a certificate trusted.
+function isCertificateError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code);
 }
 
 function describeNetworkError(error: unknown): string {

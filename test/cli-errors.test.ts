@@ -1,7 +1,7 @@
 /** Bad input: each gets a clear message, the right exit code, nothing on stdout, and no secret shown. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { runCli } from "./support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "./support/docker-registry.ts";
@@ -13,7 +13,7 @@ import {
   writeEvilArchive,
   type WrittenArchive,
 } from "./support/fixtures.ts";
-import { freePort } from "./support/ports.ts";
+import { freePort, runOk, waitFor } from "./support/ports.ts";
 
 let registry: DockerRegistry;
 let work: string;
@@ -148,4 +148,67 @@ describe("push failures exit 1 with a clear message", () => {
     for (const path of [...evil.mustNotExist, join(cwd, "..", evil.escapeName)]) expect(existsSync(path)).toBe(false);
     await rm(cwd, { recursive: true, force: true });
   });
+
+  test("a failing docker save shows docker's stderr and leaves no partial archive", async () => {
+    const cwd = await makeTempDir("fake-docker-");
+    const bin = join(cwd, "bin");
+    await mkdir(bin);
+    const id = "c".repeat(64);
+    await writeFile(
+      join(bin, "docker"),
+      `#!/bin/sh\nif [ "$1" = image ]; then echo sha256:${id}; exit 0; fi\necho "Error response from daemon: disk on fire" >&2\nexit 1\n`,
+      { mode: 0o755 },
+    );
+    const ref = `${registry.host}/x/saved:1`;
+    const result = await runCli([ref], {
+      cwd,
+      stdin: `${registry.password}\n`,
+      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", PATH: `${bin}:${process.env.PATH}` },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`error: docker save ${ref} failed: Error response from daemon: disk on fire`);
+    expect((await readdir(cwd)).filter((f) => f.includes(".tar"))).toEqual([]);
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  test("an https registry with an untrusted certificate: no plain-http advice, a CA hint, no retry storm", async () => {
+    const tls = await startTlsRegistry();
+    try {
+      const result = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work });
+      expect(result.code).toBe(1);
+      expect(result.stderr).not.toContain("INSECURE_HTTP_PUSH");
+      expect(result.stderr).not.toContain("retrying");
+      expect(result.stderr).toContain(`cannot reach https://${tls.host}: DEPTH_ZERO_SELF_SIGNED_CERT`);
+      expect(result.stderr).toContain("NODE_EXTRA_CA_CERTS=<ca.pem>");
+
+      const trusted = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work, env: { NODE_EXTRA_CA_CERTS: tls.certificate } });
+      expect(trusted.code).toBe(0);
+    } finally {
+      await tls.stop();
+    }
+  }, 60_000);
 });
+
+/** docker-registry serving https with a fresh self-signed certificate, no auth. */
+async function startTlsRegistry(): Promise<{ host: string; certificate: string; stop(): Promise<void> }> {
+  const dir = await makeTempDir("tls-registry-");
+  const port = await freePort();
+  const certificate = join(dir, "cert.pem");
+  await runOk(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=127.0.0.1",
+    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", certificate]);
+  await writeFile(
+    join(dir, "config.yml"),
+    `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n  tls:\n    certificate: ${certificate}\n    key: ${dir}/key.pem\n`,
+  );
+  const child = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], { stdout: "ignore", stderr: "ignore" });
+  await waitFor(() => Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then((s) => s.end()), 10_000, "tls registry");
+  return {
+    host: `127.0.0.1:${port}`,
+    certificate,
+    async stop() {
+      child.kill();
+      await child.exited;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
