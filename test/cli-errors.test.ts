@@ -201,7 +201,7 @@ async function startTlsRegistry(): Promise<{ host: string; certificate: string; 
     `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n  tls:\n    certificate: ${certificate}\n    key: ${dir}/key.pem\n`,
   );
   const child = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], { stdout: "ignore", stderr: "ignore" });
-  await waitFor(() => Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then((s) => s.end()), 10_000, "tls registry");
+  await waitFor(() => fetch(`https://127.0.0.1:${port}/v2/`, { tls: { rejectUnauthorized: false } }).then((r) => r.ok), 10_000, "tls registry");
   return {
     host: `127.0.0.1:${port}`,
     certificate,
