@@ -86,6 +86,7 @@ describe("push failures exit 1 with a clear message", () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(`registry ${registry.host} rejected the username "${registry.username}" or its password`);
     expect(result.stderr + result.stdout).not.toContain(secret);
+    expect(result.stderr).not.toContain("retrying");
   });
 
   test("no credentials for a registry that needs them says to set USERNAME_REGISTRY", async () => {
