@@ -1,4 +1,4 @@
-import { planUpload, type Chunk, type ChunkLimits } from "./chunks.ts";
+import { planUpload, type Chunk, type ChunkLimits, type UploadPlan } from "./chunks.ts";
 import { PushError } from "./errors.ts";
 import type { BlobSource } from "./layers.ts";
 import type { Logger } from "./log.ts";
@@ -11,14 +11,20 @@ export interface UploadOptions {
   /** Names the blob in messages, e.g. `layer 2/5 sha256:0123456789ab`. */
   label: string;
   log: Logger;
-  /** Bytes of the blob the registry has been handed so far. */
-  onProgress?: (bytes: number) => void;
+  /** Bytes of the blob the registry has been handed so far, and the chunk on its way. */
+  onProgress?: (bytes: number, chunk?: { index: number; count: number }) => void;
+  /** Called once the blob is known to be missing, before any byte goes (e.g. to show "uploading"). */
+  onStart?: (plan: UploadPlan) => void;
+  /** Look only: HEAD, and say how the blob would travel. */
+  dryRun?: boolean;
 }
 
 export interface UploadOutcome {
-  status: "pushed" | "exists";
+  status: "pushed" | "exists" | "absent";
   /** Requests that carried the blob's bytes, retries included: 1 for a clean monolithic PUT. */
   requests: number;
+  /** Chunks of the plan (1 when monolithic). */
+  chunks: number;
 }
 
 const OCTET = "application/octet-stream";
@@ -75,10 +81,16 @@ class BlobUpload {
   }
 
   async run(): Promise<UploadOutcome> {
-    if (await this.exists()) return { status: "exists", requests: 0 };
+    if (await this.exists()) return { status: "exists", requests: 0, chunks: 0 };
+    if (this.options.dryRun) {
+      // No session is opened, so only --chunk-size is known; the registry may advertise less.
+      this.limits = { cap: this.options.chunkCap };
+      return { status: "absent", requests: 0, chunks: chunkCount(this.plan()) };
+    }
     await this.open();
     try {
       const plan = this.plan();
+      this.options.onStart?.(plan);
       if (this.limits.max !== undefined && this.blob.size > SERVERLESS_BLOB_LIMIT) {
         this.options.log.warn(
           `${this.label} is ${this.blob.size} bytes: serverless-registry currently fails blobs over 5 GiB when the upload completes (its issue #69)`,
@@ -86,7 +98,7 @@ class BlobUpload {
       }
       if (plan.kind === "monolithic") await this.monolithic();
       else await this.chunked(plan.chunks, plan.chunkSize);
-      return { status: "pushed", requests: this.requests };
+      return { status: "pushed", requests: this.requests, chunks: chunkCount(plan) };
     } catch (error) {
       await this.abandon();
       throw error;
@@ -173,7 +185,7 @@ class BlobUpload {
           body: this.blob.body().slice(chunk.start, chunk.end + 1),
           what,
           retry: false,
-          onProgress: (sent) => this.options.onProgress?.(chunk.start + sent),
+          onProgress: (sent) => this.options.onProgress?.(chunk.start + sent, { index: i + 1, count: chunks.length }),
         });
         if (patch.status === 202) {
           await drain(patch);
@@ -296,6 +308,10 @@ class BlobUpload {
       // The push already failed or moves on in a new session; the session will expire on its own.
     }
   }
+}
+
+function chunkCount(plan: UploadPlan): number {
+  return plan.kind === "monolithic" ? 1 : plan.chunks.length;
 }
 
 function headerNumber(response: Response, name: string): number | undefined {

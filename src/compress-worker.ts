@@ -16,8 +16,8 @@ self.onmessage = (event: MessageEvent<CompressJob>) => {
       output.buffer instanceof ArrayBuffer && output.byteOffset === 0 && output.byteLength === output.buffer.byteLength
         ? new Uint8Array(output.buffer)
         : output.slice();
-    const reply: CompressReply = { id: job.id, output: owned };
-    self.postMessage(reply, [owned.buffer]);
+    const reply: CompressReply = { id: job.id, output: owned, input: job.data };
+    self.postMessage(reply, [owned.buffer, job.data.buffer]);
   } catch (error) {
     const reply: CompressReply = { id: job.id, error: (error as Error)?.message ?? String(error) };
     self.postMessage(reply);

@@ -2,46 +2,78 @@ import { parseArgs } from "node:util";
 import { UsageError } from "./errors.ts";
 import { parseReference, type Reference } from "./reference.ts";
 
+export type Compression = "gzip" | "zstd";
+
 export interface Options {
   reference: Reference;
+  /** More tags that get the same manifest. */
+  extraTags: string[];
   /** Push this archive instead of running `docker save`. */
   archive?: string;
+  /** The program that saves images: `docker`, `podman`, or a path. */
+  engine: string;
+  cacheDir?: string;
   /** Largest request body to send, when the registry does not advertise one. */
   chunkCap?: number;
   /** Layers prepared and uploaded at once. */
   concurrency: number;
-  gzipLevel: number;
+  compression: Compression;
+  compressionLevel: number;
   /** Further attempts of a failed request (and of a failed chunk, resumed where the server stands). */
   retries: number;
   /** A request that moves no byte for this long is abandoned and retried. */
   timeoutMs: number;
   insecure: boolean;
   username?: string;
+  /** Read the password from stdin even on a terminal (like `docker login --password-stdin`). */
+  passwordStdin: boolean;
+  quiet: boolean;
+  json: boolean;
+  dryRun: boolean;
 }
+
+export type ParsedCommand = { kind: "push"; options: Options } | { kind: "help" } | { kind: "version" };
 
 export const USAGE = `Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>
 
 Pushes a Docker image to a registry in chunks the registry accepts (Cloudflare serverless-registry
 and any OCI registry). Runs \`docker save\` unless --archive is given.
 
-Options:
-  --archive <file.tar>   push this docker save / podman save / OCI layout tar instead of running docker save
-  --chunk-size <size>    largest request body to send (bytes, or 95MiB, 100MB, 1GiB); env CHUNK_SIZE
-  --concurrency <n>      layers prepared and uploaded at once (default 3)
-  --gzip-level <0-9>     gzip level for uncompressed layers (default 6)
-  --retries <n>          further attempts of a failed request or chunk (default 5)
-  --timeout <seconds>    abandon and retry a request that makes no progress for this long (default 60)
-  -h, --help             show this help
+Registry and credentials:
+  -u, --username <user>       user for the registry (env USERNAME_REGISTRY); password from stdin,
+                              a prompt on a terminal, or ~/.docker/config.json when no user is given
+      --password-stdin        read the password from stdin even on a terminal
+      --insecure              plain http, e.g. a registry on localhost (env INSECURE_HTTP_PUSH=true)
+  -t, --tag <tag>             also tag the pushed manifest with <tag> (repeatable)
 
-Environment:
-  USERNAME_REGISTRY      user for Basic auth; the password is read from stdin
-  INSECURE_HTTP_PUSH     true: talk plain http (e.g. a registry on localhost)
-  CHUNK_SIZE             as --chunk-size
+Image:
+      --archive <file.tar>    push this docker save / podman save / OCI layout tar
+      --engine <docker|podman|path>
+                              what runs \`save\` when no --archive is given (env DOCKER_BIN; default docker)
+      --cache-dir <dir>       where compressed layers are kept (default ./.cache)
+      --compression <gzip|zstd>   for uncompressed layers (default gzip)
+      --compression-level <n>     gzip 1-9 (default 6), zstd 1-19 (default 3)
 
-Exit codes: 0 pushed, 1 push failed, 2 usage error.`;
+Upload:
+      --chunk-size <size>     largest request body (bytes, or 95MiB, 100MB, 1GiB; env CHUNK_SIZE)
+      --concurrency <n>       layers prepared and uploaded at once (default 3)
+      --retries <n>           further attempts of a failed request or chunk (default 5)
+      --timeout <seconds>     retry a request that makes no progress for this long (default 60)
+      --dry-run               compress and show what would be uploaded; send nothing but HEADs
 
-/** Reads the command line and the environment; throws UsageError naming what is wrong. Null means --help. */
-export function parseOptions(argv: string[], env: Record<string, string | undefined>): Options | null {
+Output:
+  -q, --quiet                 print only errors and the result line
+      --json                  print one JSON object with the result on stdout
+  -h, --help                  show this help
+  -v, --version               show the version
+
+Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.`;
+
+const DEFAULT_LEVEL: Record<Compression, number> = { gzip: 6, zstd: 3 };
+const LEVEL_RANGE: Record<Compression, [number, number]> = { gzip: [1, 9], zstd: [1, 19] };
+
+/** Reads the command line and the environment; throws UsageError naming what is wrong. */
+export function parseCommand(argv: string[], env: Record<string, string | undefined>): ParsedCommand {
   let parsed;
   try {
     parsed = parseArgs({
@@ -49,37 +81,65 @@ export function parseOptions(argv: string[], env: Record<string, string | undefi
       allowPositionals: true,
       strict: true,
       options: {
+        username: { type: "string", short: "u" },
+        "password-stdin": { type: "boolean" },
+        insecure: { type: "boolean" },
+        tag: { type: "string", short: "t", multiple: true },
         archive: { type: "string" },
+        engine: { type: "string" },
+        "cache-dir": { type: "string" },
+        compression: { type: "string" },
+        "compression-level": { type: "string" },
         "chunk-size": { type: "string" },
         concurrency: { type: "string" },
-        "gzip-level": { type: "string" },
         retries: { type: "string" },
         timeout: { type: "string" },
+        "dry-run": { type: "boolean" },
+        quiet: { type: "boolean", short: "q" },
+        json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "v" },
       },
     });
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
   const { values, positionals } = parsed;
-  if (values.help) return null;
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
   if (positionals.length !== 1) {
     throw new UsageError(
       positionals.length === 0 ? "no image reference given" : `expected one image reference, got ${positionals.length}`,
     );
   }
+  const reference = parseReference(positionals[0] as string);
+  const extraTags = (values.tag ?? []).map((tag) => parseReference(`${reference.host}/${reference.repository}:${tag}`).tag);
+  const compression = oneOf(values.compression ?? "gzip", "--compression", ["gzip", "zstd"] as const);
+  const [minLevel, maxLevel] = LEVEL_RANGE[compression];
   const chunkSize = values["chunk-size"] ?? env.CHUNK_SIZE;
-  return {
-    reference: parseReference(positionals[0] as string),
+  const options: Options = {
+    reference,
+    extraTags: extraTags.filter((tag, i) => tag !== reference.tag && extraTags.indexOf(tag) === i),
     archive: values.archive,
+    engine: values.engine ?? (env.DOCKER_BIN || "docker"),
+    cacheDir: values["cache-dir"],
     chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseSize(chunkSize, "--chunk-size"),
     concurrency: parseInteger(values.concurrency ?? "3", "--concurrency", 1, 64),
-    gzipLevel: parseInteger(values["gzip-level"] ?? "6", "--gzip-level", 0, 9),
+    compression,
+    compressionLevel: parseInteger(values["compression-level"] ?? String(DEFAULT_LEVEL[compression]), "--compression-level", minLevel, maxLevel),
     retries: parseInteger(values.retries ?? "5", "--retries", 0, 100),
     timeoutMs: parseInteger(values.timeout ?? "60", "--timeout", 1, 86_400) * 1000,
-    insecure: /^(1|true|yes)$/i.test(env.INSECURE_HTTP_PUSH ?? ""),
-    username: env.USERNAME_REGISTRY || undefined,
+    insecure: values.insecure ?? /^(1|true|yes)$/i.test(env.INSECURE_HTTP_PUSH ?? ""),
+    username: values.username ?? (env.USERNAME_REGISTRY || undefined),
+    passwordStdin: values["password-stdin"] ?? false,
+    quiet: values.quiet ?? false,
+    json: values.json ?? false,
+    dryRun: values["dry-run"] ?? false,
   };
+  if (options.passwordStdin && !options.username) {
+    throw new UsageError("--password-stdin needs a user: --username <user> or USERNAME_REGISTRY");
+  }
+  return { kind: "push", options };
 }
 
 const UNITS: Record<string, number> = {
@@ -103,4 +163,9 @@ function parseInteger(text: string, flag: string, min: number, max: number): num
     throw new UsageError(`${flag}: "${text}" must be a whole number from ${min} to ${max}`);
   }
   return value;
+}
+
+function oneOf<T extends string>(text: string, flag: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`${flag}: "${text}" must be one of ${allowed.join(", ")}`);
+  return text as T;
 }

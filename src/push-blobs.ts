@@ -3,9 +3,10 @@ import type { ArchiveImage, ArchiveLayer } from "./archive.ts";
 import { pushBlob, type UploadOutcome } from "./blob-upload.ts";
 import type { BlobCache } from "./cache.ts";
 import { shortDigest } from "./digest.ts";
-import { prepareLayer, type BlobSource } from "./layers.ts";
+import { prepareLayer, type BlobSource, type LayerCompression } from "./layers.ts";
 import type { Logger } from "./log.ts";
 import type { Descriptor } from "./manifest.ts";
+import type { Progress } from "./progress.ts";
 import type { RegistryClient } from "./registry.ts";
 
 export interface PushBlobsOptions {
@@ -13,16 +14,30 @@ export interface PushBlobsOptions {
   repository: string;
   cache: BlobCache;
   concurrency: number;
-  gzipLevel: number;
+  compression: LayerCompression;
   chunkCap?: number;
   log: Logger;
+  progress: Progress;
+  /** Compress and HEAD only: report what would be uploaded. */
+  dryRun: boolean;
   /** Aborted on the first failure so the other layers stop too; the caller passes it to the client. */
   abort: AbortController;
+}
+
+/** What happened to one blob, for the summary and --json. */
+export interface BlobResult extends Descriptor {
+  label: string;
+  status: "pushed" | "skipped" | "would push";
+  /** Chunks it went in (1: one request); for a dry run, with --chunk-size only. */
+  chunks: number;
+  origin: BlobSource["origin"];
 }
 
 export interface PushedBlobs {
   config: Descriptor;
   layers: Descriptor[];
+  /** The config first, then each distinct layer blob in order. */
+  results: BlobResult[];
 }
 
 /**
@@ -31,41 +46,61 @@ export interface PushedBlobs {
  * so no manifest is ever sent for an incomplete image.
  */
 export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOptions): Promise<PushedBlobs> {
-  const { log, abort } = options;
+  const { log, abort, progress } = options;
   const limit = pLimit(options.concurrency);
   const prepared = new Map<string, Promise<BlobSource>>();
-  const uploaded = new Map<string, Promise<UploadOutcome>>();
+  const uploaded = new Map<string, Promise<BlobResult>>();
   const firstSeen = new Map<string, string>();
   const total = image.layers.length;
 
-  const upload = (blob: BlobSource, label: string) =>
-    once(uploaded, blob.digest, async () => {
+  const upload = (blob: BlobSource, id: string) =>
+    once(uploaded, blob.digest, async (): Promise<BlobResult> => {
+      progress.update(id, { phase: "checking", digest: blob.digest });
       const outcome = await pushBlob(options.client, options.repository, blob, {
         chunkCap: options.chunkCap,
-        label,
+        label: `${id} ${shortDigest(blob.digest)}`,
         log,
+        dryRun: options.dryRun,
+        onStart: (plan) =>
+          progress.update(id, {
+            phase: "uploading",
+            done: 0,
+            total: blob.size,
+            note: plan.kind === "chunked" ? `in ${plan.chunks.length} chunks` : undefined,
+          }),
+        onProgress: (done, chunk) => progress.update(id, { done, chunk }),
       });
-      log.info(`${label}: ${describe(outcome, blob)}`);
-      return outcome;
+      const result = toResult(id, blob, outcome);
+      if (result.status === "would push") {
+        const how = result.chunks > 1 ? `in ${result.chunks} chunks of at most ${options.chunkCap} bytes` : "in one request unless the registry advertises a smaller chunk size";
+        log.info(`${id} ${shortDigest(blob.digest)}: would push ${blob.size} bytes ${how}`);
+        progress.update(id, { phase: "waiting", note: "would push" });
+      } else {
+        const pushed = result.status === "pushed";
+        progress.update(id, { phase: pushed ? "pushed" : "exists", total: blob.size, done: blob.size, note: pushed ? ORIGIN[blob.origin] : undefined });
+      }
+      return result;
     });
 
   const pushLayer = (layer: ArchiveLayer, i: number) =>
     limit(async (): Promise<Descriptor> => {
       abort.signal.throwIfAborted();
-      const label = `layer ${i + 1}/${total}`;
+      const id = `layer ${i + 1}/${total}`;
       const first = firstSeen.get(layer.diffId);
-      if (first === undefined) firstSeen.set(layer.diffId, label);
+      if (first === undefined) firstSeen.set(layer.diffId, id);
+      else progress.update(id, { phase: "waiting", note: `same layer as ${first}` });
       const blob = await once(prepared, layer.diffId, () =>
         prepareLayer(layer, {
           archive: image.archive,
           cache: options.cache,
-          gzipLevel: options.gzipLevel,
-          label,
+          compression: options.compression,
+          label: id,
           signal: abort.signal,
+          onCompressing: () => progress.update(id, { phase: "compressing", done: 0, total: layer.entry.size }),
         }),
       );
-      await upload(blob, `${label} ${shortDigest(blob.digest)}`);
-      if (first !== undefined) log.info(`${label} ${shortDigest(blob.digest)}: same layer as ${first}`);
+      const result = await upload(blob, first ?? id);
+      if (first !== undefined) progress.update(id, { phase: result.status === "pushed" ? "pushed" : "exists", digest: blob.digest, note: `same layer as ${first}` });
       return { mediaType: blob.mediaType, digest: blob.digest, size: blob.size };
     });
 
@@ -75,10 +110,7 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
     body: () => new Blob([image.config.bytes]),
     origin: "config",
   };
-  const tasks = [
-    ...image.layers.map(pushLayer),
-    limit(() => upload(config, `config ${shortDigest(config.digest)}`)),
-  ];
+  const tasks = [...image.layers.map(pushLayer), limit(() => upload(config, "config"))];
   const results = await Promise.allSettled(
     tasks.map((task) =>
       task.catch((error: unknown) => {
@@ -90,7 +122,11 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw abort.signal.reason ?? failed.reason;
   const layers = results.slice(0, total).map((r) => (r as PromiseFulfilledResult<Descriptor>).value);
-  return { config: { mediaType: config.mediaType, digest: config.digest, size: config.size }, layers };
+  return {
+    config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
+    layers,
+    results: await Promise.all(uploaded.values()),
+  };
 }
 
 function once<T>(memo: Map<string, Promise<T>>, key: string, work: () => Promise<T>): Promise<T> {
@@ -102,9 +138,15 @@ function once<T>(memo: Map<string, Promise<T>>, key: string, work: () => Promise
   return promise;
 }
 
-function describe(outcome: UploadOutcome, blob: BlobSource): string {
-  if (outcome.status === "exists") return "already present";
-  const how = outcome.requests > 1 ? `in ${outcome.requests} chunks` : "in one request";
-  const from = { compressed: "compressed now", cache: "from .cache", archive: "as saved", config: "config" }[blob.origin];
-  return `pushed ${blob.size} bytes ${how} (${from})`;
+function toResult(label: string, blob: BlobSource, outcome: UploadOutcome): BlobResult {
+  const status = outcome.status === "exists" ? "skipped" : outcome.status === "pushed" ? "pushed" : "would push";
+  return { label, mediaType: blob.mediaType, digest: blob.digest, size: blob.size, status, chunks: outcome.chunks, origin: blob.origin };
 }
+
+// Where the bytes came from, as the progress line's note; "compressed now" it works out itself.
+const ORIGIN: Record<BlobSource["origin"], string | undefined> = {
+  compressed: undefined,
+  cache: "from .cache",
+  archive: "as saved",
+  config: undefined,
+};

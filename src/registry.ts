@@ -1,4 +1,5 @@
 import nodeFetch from "node-fetch";
+import { Authenticator, type Credentials } from "./auth.ts";
 import { PushError, RegistryError } from "./errors.ts";
 import { silentLogger, type Logger } from "./log.ts";
 import { describeFailure } from "./registry-errors.ts";
@@ -7,10 +8,7 @@ import { backoffMs, DEFAULT_RETRY, isTransientStatus, parseRetryAfter, type Retr
 // Bun serves node-fetch from its native fetch; this only bridges node-fetch's own type declarations.
 const fetch = nodeFetch as unknown as typeof globalThis.fetch;
 
-export interface Credentials {
-  username: string;
-  password: string;
-}
+export type { Credentials } from "./auth.ts";
 
 export interface ClientOptions {
   /** `host[:port]` of the registry. */
@@ -18,6 +16,8 @@ export interface ClientOptions {
   /** Plain http instead of https (INSECURE_HTTP_PUSH). */
   insecure: boolean;
   credentials?: Credentials;
+  /** The repository pushed to: the scope of the tokens asked for. */
+  repository: string;
   /** Aborts every request in flight: Ctrl-C, or another blob already failed. */
   signal?: AbortSignal;
   retry?: RetryPolicy;
@@ -80,7 +80,7 @@ export async function drain(response: Response): Promise<void> {
  */
 export class RegistryClient {
   readonly base: string;
-  private readonly authorization?: string;
+  private readonly auth: Authenticator;
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
 
@@ -88,10 +88,12 @@ export class RegistryClient {
     this.base = `${options.insecure ? "http" : "https"}://${options.host}`;
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.log = options.log ?? silentLogger;
-    const { credentials } = options;
-    if (credentials) {
-      this.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
-    }
+    this.auth = new Authenticator(
+      options.credentials,
+      `repository:${options.repository}:pull,push`,
+      (url, headers) => fetch(url, { headers, redirect: "manual", signal: AbortSignal.timeout(30_000) }),
+      !options.insecure,
+    );
   }
 
   get retries(): number {
@@ -106,17 +108,28 @@ export class RegistryClient {
   async send(method: string, target: string, options: SendOptions = {}): Promise<Response> {
     const what = options.what ?? `${method} ${new URL(this.url(target)).pathname}`;
     const retries = options.retry === false ? 0 : this.retry.retries;
+    let reauthenticated = false;
     for (let attempt = 1; ; attempt++) {
       let reason: string;
       let retryAfter: number | undefined;
       try {
-        const response = await this.attempt(method, target, options);
+        const { response, authorization } = await this.attempt(method, target, options);
+        // A 401 is the registry asking for (new) credentials: answer it once per request.
+        if (response.status === 401 && !reauthenticated) {
+          reauthenticated = true;
+          if (await this.auth.unauthorized(response.headers.get("www-authenticate"), authorization)) {
+            await drain(response);
+            attempt--;
+            continue;
+          }
+        }
         if (!isTransientStatus(response.status) || attempt > retries) return response;
         reason = `HTTP ${response.status}`;
         retryAfter = parseRetryAfter(response.headers.get("retry-after"), Date.now());
         await drain(response);
       } catch (error) {
         if (!options.detached) this.options.signal?.throwIfAborted();
+        if (error instanceof PushError) throw error;
         reason = describeNetworkError(error);
         if (isCertificateError(error)) {
           throw new PushError(
@@ -149,20 +162,17 @@ export class RegistryClient {
     const { host, credentials, insecure } = this.options;
     let response: Response;
     try {
-      response = await this.send("GET", "/v2/", { retry: false });
+      response = await this.send("GET", "/v2/", { retry: false, what: `cannot reach ${this.base}` });
     } catch (error) {
+      if (!(error instanceof NetworkError)) throw error;
       if (!insecure && (await this.answersPlainHttp())) {
         throw new PushError(`registry ${host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true to push to it`);
       }
       response = await this.send("GET", "/v2/", { what: `cannot reach ${this.base}` });
     }
     if (response.ok) return drain(response);
-    const challenge = response.headers.get("www-authenticate") ?? "";
     if (response.status === 401) {
       await drain(response);
-      if (/^bearer/i.test(challenge)) {
-        throw new PushError(`registry ${host} uses token (Bearer) authentication, which this version does not support yet`);
-      }
       throw new PushError(
         credentials
           ? `registry ${host} rejected the username "${credentials.username}" or its password (HTTP 401)`
@@ -184,7 +194,7 @@ export class RegistryClient {
   }
 
   /** One attempt: redirects followed by hand, the idle timer re-armed by every byte sent. */
-  private async attempt(method: string, target: string, options: SendOptions): Promise<Response> {
+  private async attempt(method: string, target: string, options: SendOptions): Promise<{ response: Response; authorization?: string }> {
     const idleMs = options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000;
     const controller = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -196,12 +206,13 @@ export class RegistryClient {
     const cancel = () => controller.abort(outer?.reason);
     outer?.addEventListener("abort", cancel, { once: true });
     arm();
+    const authorization = await this.auth.header();
     try {
       let url = this.url(target);
       for (let hop = 0; ; hop++) {
         const headers: Record<string, string> = { ...options.headers };
-        if (this.authorization && new URL(url).origin === new URL(this.base).origin) {
-          headers.Authorization = this.authorization;
+        if (authorization && new URL(url).origin === new URL(this.base).origin) {
+          headers.Authorization = authorization;
         }
         const body = prepareBody(options.body, headers, () => arm(), options.onProgress);
         const init = { method, headers, body, redirect: "manual", signal: controller.signal, duplex: "half" };
@@ -209,7 +220,7 @@ export class RegistryClient {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });
         const location = response.headers.get("location");
-        if (!REDIRECTS.has(response.status) || !location || method === "POST" || hop >= 5) return response;
+        if (!REDIRECTS.has(response.status) || !location || method === "POST" || hop >= 5) return { response, authorization };
         await drain(response);
         url = new URL(location, url).toString();
         if (response.status === 303) {

@@ -65,10 +65,10 @@ describe("usage errors exit 2", () => {
     expect(result.stderr).toContain("--frobnicate");
   });
 
-  test("USERNAME_REGISTRY without a password on stdin", async () => {
+  test("a user without a password on stdin", async () => {
     const result = await push([`${registry.host}/x/y:1`], {}, "");
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("no password arrived on stdin");
+    expect(result.stderr).toContain(`error: no password for ${registry.username}: pipe it on stdin`);
   });
 
   test("--help prints usage on stdout and exits 0", async () => {

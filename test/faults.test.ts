@@ -191,7 +191,7 @@ describe("interruption and the cache", () => {
       await hurt(await big());
       const push = await pushThrough("registry", [], [], cwd);
       expect(push.code).toBe(0);
-      expect(push.stderr).toMatch(/layer 1\/2 sha256:[a-f0-9]{12}: pushed \d+ bytes in \d+ chunks \(compressed now\)/);
+      expect(push.stderr).toMatch(/layer 1\/2 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in \d+ chunks \(compressed now\)/);
       await verifyAndCountResent(push);
       console.log(`CACHE | ${how} | rebuilt and verified`);
     }

@@ -1,6 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { UsageError } from "../src/errors.ts";
-import { parseOptions, parseSize } from "../src/options.ts";
+import { parseCommand, parseSize, type Options } from "../src/options.ts";
+
+function options(argv: string[], env: Record<string, string> = {}): Options {
+  const command = parseCommand(argv, env);
+  if (command.kind !== "push") throw new Error(`expected a push, got ${command.kind}`);
+  return command.options;
+}
 
 describe("parseSize", () => {
   test.each([
@@ -19,29 +25,50 @@ describe("parseSize", () => {
   });
 });
 
-describe("parseOptions", () => {
+describe("parseCommand", () => {
   test("reads the environment of the user's card", () => {
-    const options = parseOptions(["reg.io/app"], { USERNAME_REGISTRY: "me", INSECURE_HTTP_PUSH: "true", CHUNK_SIZE: "50MB" });
-    expect(options).toMatchObject({ username: "me", insecure: true, chunkCap: 50_000_000, concurrency: 3, gzipLevel: 6 });
-    expect(options?.reference).toEqual({ host: "reg.io", repository: "app", tag: "latest" });
+    const o = options(["reg.io/app"], { USERNAME_REGISTRY: "me", INSECURE_HTTP_PUSH: "true", CHUNK_SIZE: "50MB", DOCKER_BIN: "/opt/podman" });
+    expect(o).toMatchObject({ username: "me", insecure: true, chunkCap: 50_000_000, engine: "/opt/podman", concurrency: 3 });
+    expect(o).toMatchObject({ compression: "gzip", compressionLevel: 6, retries: 5, timeoutMs: 60_000, quiet: false, json: false, dryRun: false });
+    expect(o.reference).toEqual({ host: "reg.io", repository: "app", tag: "latest" });
   });
 
-  test("--chunk-size wins over CHUNK_SIZE; https and anonymous by default", () => {
-    const options = parseOptions(["--chunk-size", "6MiB", "--archive", "x.tar", "reg.io/app:1"], { CHUNK_SIZE: "1" });
-    expect(options).toMatchObject({ chunkCap: 6 * 1024 ** 2, archive: "x.tar", insecure: false, username: undefined });
+  test("every environment variable has a flag, and flags win", () => {
+    const env = { USERNAME_REGISTRY: "env-user", CHUNK_SIZE: "1", DOCKER_BIN: "docker" };
+    const o = options(["--username", "flag-user", "--insecure", "--chunk-size", "6MiB", "--engine", "podman", "reg.io/app:1"], env);
+    expect(o).toMatchObject({ username: "flag-user", insecure: true, chunkCap: 6 * 1024 ** 2, engine: "podman" });
   });
 
-  test("--help returns null", () => expect(parseOptions(["--help"], {})).toBeNull());
+  test("short flags, repeatable --tag (deduplicated, main tag dropped), output modes", () => {
+    const o = options(["-u", "me", "-t", "2", "--tag", "latest", "-t", "2", "-t", "1", "-q", "--json", "--dry-run", "reg.io/app:1"]);
+    expect(o).toMatchObject({ username: "me", extraTags: ["2", "latest"], quiet: true, json: true, dryRun: true });
+  });
+
+  test("zstd defaults to level 3 and allows up to 19; gzip stops at 9", () => {
+    expect(options(["--compression", "zstd", "reg.io/app"])).toMatchObject({ compression: "zstd", compressionLevel: 3 });
+    expect(options(["--compression", "zstd", "--compression-level", "19", "reg.io/app"]).compressionLevel).toBe(19);
+    expect(() => options(["--compression-level", "19", "reg.io/app"])).toThrow(/--compression-level: "19" must be a whole number from 1 to 9/);
+  });
+
+  test("--help and --version", () => {
+    expect(parseCommand(["--help"], {})).toEqual({ kind: "help" });
+    expect(parseCommand(["-v"], {})).toEqual({ kind: "version" });
+  });
 
   test.each([
     [[], /no image reference/],
     [["a.io/x", "b.io/y"], /expected one image reference, got 2/],
     [["--bogus", "a.io/x"], /--bogus/],
     [["--concurrency", "0", "a.io/x"], /--concurrency/],
-    [["--gzip-level", "10", "a.io/x"], /--gzip-level/],
+    [["--compression", "brotli", "a.io/x"], /--compression: "brotli" must be one of gzip, zstd/],
     [["--chunk-size", "lots", "a.io/x"], /--chunk-size/],
+    [["--retries", "-1", "a.io/x"], /--retries/],
+    [["--timeout", "0", "a.io/x"], /--timeout/],
+    [["--tag", "bad/tag", "a.io/x"], /invalid tag/],
+    [["--password-stdin", "a.io/x"], /--password-stdin needs a user/],
+    [["--archive"], /--archive/],
   ])("usage errors: %p", (argv, message) => {
-    expect(() => parseOptions(argv, {})).toThrow(UsageError);
-    expect(() => parseOptions(argv, {})).toThrow(message);
+    expect(() => parseCommand(argv, {})).toThrow(UsageError);
+    expect(() => parseCommand(argv, {})).toThrow(message);
   });
 });
