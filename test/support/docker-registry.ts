@@ -4,12 +4,10 @@
  * Note from REGISTRY-NOTES.md: it ignores Content-Range and sends no chunk-length headers, so it proves
  * protocol conformance and content, not chunk-size rules (that is the serverless emulator's job).
  */
-import { closeSync, openSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
-import { freePort, waitFor } from "./ports.ts";
+import { freePort, spawnService, stopService, waitFor } from "./ports.ts";
 
 export interface DockerRegistryOptions {
   username?: string;
@@ -40,12 +38,6 @@ export interface DockerRegistry {
 export const DEFAULT_REGISTRY_USERNAME = "tester";
 export const DEFAULT_REGISTRY_PASSWORD = "s3cret-pass";
 
-/** Children still alive, killed synchronously if the test process exits without calling stop(). */
-const live = new Set<Subprocess>();
-process.once("exit", () => {
-  for (const proc of live) proc.kill("SIGKILL");
-});
-
 /** Runs `htpasswd -Bbn` (bcrypt, as distribution requires) and returns the htpasswd line. */
 async function htpasswdLine(username: string, password: string): Promise<string> {
   const proc = Bun.spawn(["htpasswd", "-Bbn", username, password], { stdout: "pipe", stderr: "pipe" });
@@ -58,10 +50,14 @@ async function htpasswdLine(username: string, password: string): Promise<string>
   return stdout.trim();
 }
 
-/** YAML for distribution's config; JSON string quoting is valid YAML, which keeps paths safe. */
-function configYaml(storageDir: string, port: number, htpasswdPath: string | null): string {
+/**
+ * YAML lines of distribution's config up to (not including) `auth:`: info logging with access log,
+ * filesystem storage with delete enabled and upload purging off, `http.addr` 127.0.0.1:<port>.
+ * JSON string quoting is valid YAML, which keeps paths safe.
+ */
+export function registryConfigLines(storageDir: string, port: number, secret: string): string[] {
   const q = (s: string): string => JSON.stringify(s);
-  const lines = [
+  return [
     "version: 0.1",
     "log:",
     "  level: info",
@@ -77,8 +73,14 @@ function configYaml(storageDir: string, port: number, htpasswdPath: string | nul
     "      enabled: false",
     "http:",
     `  addr: ${q(`127.0.0.1:${port}`)}`,
-    "  secret: harness-not-a-secret",
+    `  secret: ${secret}`,
   ];
+}
+
+/** config.yml of the Basic-auth (or no-auth) registry. */
+function configYaml(storageDir: string, port: number, htpasswdPath: string | null): string {
+  const q = (s: string): string => JSON.stringify(s);
+  const lines = registryConfigLines(storageDir, port, "harness-not-a-secret");
   if (htpasswdPath !== null) {
     lines.push("auth:", "  htpasswd:", "    realm: harness-realm", `    path: ${q(htpasswdPath)}`);
   }
@@ -95,6 +97,81 @@ async function logTail(logPath: string, n = 2000): Promise<string> {
   }
 }
 
+export interface RegistryServeOptions {
+  /** Temp dir made by the caller; config.yml and registry.log go here, and stop() removes it. */
+  dir: string;
+  /** Text of config.yml for the port picked (see registryConfigLines()). */
+  config: (port: number) => string;
+  /** True when the answer to `GET /v2/` shows the registry is up with the expected auth. */
+  ready: (res: Response) => boolean;
+  /** Name in error messages, e.g. `docker-registry (token auth)`. */
+  what: string;
+  /** How long to wait for `/v2/` to answer. */
+  timeoutMs: number;
+  /** Run by stop() once the registry has exited, before `dir` is removed (e.g. stop a token server). */
+  beforeRemove?: () => Promise<void>;
+}
+
+export interface ServedRegistry {
+  /** `127.0.0.1:<port>` */
+  host: string;
+  /** `http://127.0.0.1:<port>` */
+  url: string;
+  /** `<dir>/registry.log`, the registry's combined stdout/stderr. */
+  logPath: string;
+  /** Kills the registry, runs `beforeRemove` and removes `dir`. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The part shared with token-registry.ts: writes `<dir>/config.yml` for a free 127.0.0.1 port, runs
+ * `docker-registry serve` on it and resolves once `GET /v2/` satisfies `ready`. Retries up to three
+ * times on a new port (it may be taken between freePort() and bind); on failure it throws with the log
+ * tail and leaves `dir` to the caller.
+ */
+export async function serveRegistry(opts: RegistryServeOptions): Promise<ServedRegistry> {
+  const { dir, what } = opts;
+  const configPath = join(dir, "config.yml");
+  const logPath = join(dir, "registry.log");
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    await writeFile(configPath, opts.config(port));
+    const proc = spawnService(["docker-registry", "serve", configPath], logPath, { cwd: dir });
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor(
+        async () => {
+          if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
+          const res = await fetch(`${url}/v2/`);
+          await res.arrayBuffer();
+          return opts.ready(res);
+        },
+        opts.timeoutMs,
+        `${what} on ${url}`,
+      );
+    } catch (err) {
+      await stopService(proc, 3000);
+      lastError = new Error(`${err instanceof Error ? err.message : String(err)}\n--- registry.log ---\n${await logTail(logPath)}`);
+      continue;
+    }
+    let stopped = false;
+    return {
+      host: `127.0.0.1:${port}`,
+      url,
+      logPath,
+      async stop(): Promise<void> {
+        if (stopped) return;
+        stopped = true;
+        await stopService(proc, 3000);
+        await opts.beforeRemove?.();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+  throw lastError instanceof Error ? lastError : new Error(`${what} did not start`);
+}
+
 /**
  * Starts a fresh docker-registry and resolves once `GET /v2/` answers 401 (auth) or 200 (no auth).
  * Retries once on a new port if the first one was taken between freePort() and bind.
@@ -107,70 +184,17 @@ export async function startDockerRegistry(opts: DockerRegistryOptions = {}): Pro
 
   const dir = await mkdtemp(join(tmpdir(), "chunked-push-registry-"));
   const storageDir = join(dir, "storage");
-  const configPath = join(dir, "config.yml");
   const htpasswdPath = join(dir, "htpasswd");
-  const logPath = join(dir, "registry.log");
   try {
     if (auth) await writeFile(htpasswdPath, `${await htpasswdLine(username, password)}\n`);
-
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const port = await freePort();
-      await writeFile(configPath, configYaml(storageDir, port, auth ? htpasswdPath : null));
-      // One append-mode fd shared by stdout and stderr, so the two streams do not overwrite each other.
-      const logFd = openSync(logPath, "a");
-      const proc = Bun.spawn(["docker-registry", "serve", configPath], {
-        cwd: dir,
-        stdin: "ignore",
-        stdout: logFd,
-        stderr: logFd,
-      });
-      closeSync(logFd);
-      live.add(proc);
-      const url = `http://127.0.0.1:${port}`;
-      const stopProc = async (): Promise<void> => {
-        if (proc.exitCode === null && proc.signalCode === null) {
-          proc.kill("SIGTERM");
-          const timer = setTimeout(() => proc.kill("SIGKILL"), 3000);
-          await proc.exited;
-          clearTimeout(timer);
-        }
-        live.delete(proc);
-      };
-      try {
-        await waitFor(
-          async () => {
-            if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
-            const res = await fetch(`${url}/v2/`);
-            await res.arrayBuffer();
-            return res.status === (auth ? 401 : 200);
-          },
-          timeoutMs,
-          `docker-registry on ${url}`,
-        );
-      } catch (err) {
-        await stopProc();
-        lastError = new Error(`${err instanceof Error ? err.message : String(err)}\n--- registry.log ---\n${await logTail(logPath)}`);
-        continue;
-      }
-      let stopped = false;
-      return {
-        host: `127.0.0.1:${port}`,
-        url,
-        username,
-        password,
-        dir,
-        storageDir,
-        logPath,
-        async stop(): Promise<void> {
-          if (stopped) return;
-          stopped = true;
-          await stopProc();
-          await rm(dir, { recursive: true, force: true });
-        },
-      };
-    }
-    throw lastError instanceof Error ? lastError : new Error("docker-registry did not start");
+    const registry = await serveRegistry({
+      dir,
+      config: (port) => configYaml(storageDir, port, auth ? htpasswdPath : null),
+      ready: (res) => res.status === (auth ? 401 : 200),
+      what: "docker-registry",
+      timeoutMs,
+    });
+    return { host: registry.host, url: registry.url, username, password, dir, storageDir, logPath: registry.logPath, stop: registry.stop };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;

@@ -55,6 +55,15 @@ export function deterministicBytes(size: number, seed = 0x9e3779b9): Uint8Array<
   const out = new Uint8Array(size);
   const block = 64 * 1024;
   let state = seed >>> 0 || 1;
+  /** One xorshift32 step; returns the new state. */
+  const next = (): number => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
   const textBlock = new Uint8Array(block);
   {
     let line = 0;
@@ -75,24 +84,13 @@ export function deterministicBytes(size: number, seed = 0x9e3779b9): Uint8Array<
     // Fill whole 32-bit words where aligned, then the tail byte by byte.
     let i = start;
     for (; i + 4 <= end; i += 4) {
-      state ^= state << 13;
-      state >>>= 0;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      state >>>= 0;
-      out[i] = state & 0xff;
-      out[i + 1] = (state >>> 8) & 0xff;
-      out[i + 2] = (state >>> 16) & 0xff;
-      out[i + 3] = state >>> 24;
+      const word = next();
+      out[i] = word & 0xff;
+      out[i + 1] = (word >>> 8) & 0xff;
+      out[i + 2] = (word >>> 16) & 0xff;
+      out[i + 3] = word >>> 24;
     }
-    for (; i < end; i++) {
-      state ^= state << 13;
-      state >>>= 0;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      state >>>= 0;
-      out[i] = state & 0xff;
-    }
+    for (; i < end; i++) out[i] = next() & 0xff;
   }
   return out;
 }
@@ -300,6 +298,31 @@ async function writeTarFile(path: string, entries: TarEntry[]): Promise<string[]
   return entries.map((e) => e.path);
 }
 
+/** The end every archive writer shares: writes `entries` in walk order and describes what it wrote. */
+async function writeArchive(
+  outPath: string,
+  img: ResolvedImage,
+  entries: TarEntry[],
+  format: ArchiveFormat,
+  /** The layer blobs as stored, in image order. */
+  layers: { digest: string; mediaType: string }[],
+  manifest?: { bytes: Uint8Array<ArrayBuffer>; digest: string },
+): Promise<WrittenArchive> {
+  const names = await writeTarFile(outPath, sortWalkOrder(entries));
+  return {
+    path: outPath,
+    format,
+    repoTag: img.repoTag,
+    configBytes: img.configBytes,
+    configDigest: img.configDigest,
+    diffIds: img.diffIds,
+    layerDigests: layers.map((l) => l.digest),
+    layerMediaTypes: layers.map((l) => l.mediaType),
+    ...(manifest === undefined ? {} : { manifestBytes: manifest.bytes, manifestDigest: manifest.digest }),
+    entries: names,
+  };
+}
+
 function splitRepoTag(repoTag: string): { repo: string; tag: string } {
   const slash = repoTag.lastIndexOf("/");
   const colon = repoTag.lastIndexOf(":");
@@ -355,18 +378,7 @@ function classicLayout(img: ResolvedImage): { entries: TarEntry[]; manifestJson:
 export async function writeClassicDockerArchive(outPath: string, image: ArchiveImage): Promise<WrittenArchive> {
   const img = resolveImage(image);
   const { entries } = classicLayout(img);
-  const names = await writeTarFile(outPath, sortWalkOrder(entries));
-  return {
-    path: outPath,
-    format: "classic",
-    repoTag: img.repoTag,
-    configBytes: img.configBytes,
-    configDigest: img.configDigest,
-    diffIds: img.diffIds,
-    layerDigests: img.diffIds,
-    layerMediaTypes: img.diffIds.map(() => MEDIA.ociLayer),
-    entries: names,
-  };
+  return writeArchive(outPath, img, entries, "classic", img.diffIds.map((digest) => ({ digest, mediaType: MEDIA.ociLayer })));
 }
 
 /** Builds an OCI image manifest (bytes and digest) for the given config and layer descriptors. */
@@ -397,29 +409,24 @@ function blobEntries(blobs: Map<string, Uint8Array>): TarEntry[] {
 const OCI_LAYOUT = JSON.stringify({ imageLayoutVersion: "1.0.0" });
 
 /**
- * Docker >= 25 `docker save` (classic store): OCI layout (`oci-layout`, `index.json`, `blobs/sha256/*`)
- * plus `manifest.json` whose Config/Layers point into `blobs/sha256/`, plus `repositories`. Layers are
- * uncompressed (`application/vnd.oci.image.layer.v1.tar`); a repeated layer's blob is stored once.
+ * What every Docker >= 25 `docker save` holds: the blobs, `index.json` with one entry (`top`, named with
+ * the containerd and OCI ref annotations), `manifest.json` pointing into `blobs/sha256/`, `oci-layout`.
  */
-export async function writeDocker25Archive(outPath: string, image: ArchiveImage): Promise<WrittenArchive> {
-  const img = resolveImage(image);
-  const blobs = new Map<string, Uint8Array>();
-  img.layers.forEach((layer, i) => blobs.set(img.diffIds[i] ?? "", layer));
-  const manifest = ociManifest(
-    img,
-    img.layers.map((l, i) => ({ digest: img.diffIds[i] ?? "", size: l.length, mediaType: MEDIA.ociLayer })),
-  );
-  blobs.set(img.configDigest, img.configBytes);
-  blobs.set(manifest.digest, manifest.bytes);
+function dockerSaveEntries(
+  img: ResolvedImage,
+  blobs: Map<string, Uint8Array>,
+  top: { mediaType: string; digest: string; size: number },
+  layerDigests: string[],
+): TarEntry[] {
   const { repo, tag } = splitRepoTag(img.repoTag);
   const index = {
     schemaVersion: 2,
     mediaType: MEDIA.ociIndex,
     manifests: [
       {
-        mediaType: MEDIA.ociManifest,
-        digest: manifest.digest,
-        size: manifest.bytes.length,
+        mediaType: top.mediaType,
+        digest: top.digest,
+        size: top.size,
         annotations: { "io.containerd.image.name": `docker.io/${repo}:${tag}`, "org.opencontainers.image.ref.name": tag },
       },
     ],
@@ -428,30 +435,36 @@ export async function writeDocker25Archive(outPath: string, image: ArchiveImage)
     {
       Config: `blobs/sha256/${hexOf(img.configDigest)}`,
       RepoTags: [img.repoTag],
-      Layers: img.diffIds.map((d) => `blobs/sha256/${hexOf(d)}`),
+      Layers: layerDigests.map((d) => `blobs/sha256/${hexOf(d)}`),
     },
   ];
-  const entries: TarEntry[] = [
+  return [
     ...blobEntries(blobs),
     { path: "index.json", data: JSON.stringify(index) },
     { path: "manifest.json", data: JSON.stringify(manifestJson) },
     { path: "oci-layout", data: OCI_LAYOUT },
+  ];
+}
+
+/**
+ * Docker >= 25 `docker save` (classic store): OCI layout (`oci-layout`, `index.json`, `blobs/sha256/*`)
+ * plus `manifest.json` whose Config/Layers point into `blobs/sha256/`, plus `repositories`. Layers are
+ * uncompressed (`application/vnd.oci.image.layer.v1.tar`); a repeated layer's blob is stored once.
+ */
+export async function writeDocker25Archive(outPath: string, image: ArchiveImage): Promise<WrittenArchive> {
+  const img = resolveImage(image);
+  const blobs = new Map<string, Uint8Array>();
+  img.layers.forEach((layer, i) => blobs.set(img.diffIds[i] ?? "", layer));
+  const descriptors = img.layers.map((l, i) => ({ digest: img.diffIds[i] ?? "", size: l.length, mediaType: MEDIA.ociLayer }));
+  const manifest = ociManifest(img, descriptors);
+  blobs.set(img.configDigest, img.configBytes);
+  blobs.set(manifest.digest, manifest.bytes);
+  const { repo, tag } = splitRepoTag(img.repoTag);
+  const entries: TarEntry[] = [
+    ...dockerSaveEntries(img, blobs, { mediaType: MEDIA.ociManifest, digest: manifest.digest, size: manifest.bytes.length }, img.diffIds),
     { path: "repositories", data: `${JSON.stringify({ [repo]: { [tag]: hexOf(manifest.digest) } })}\n` },
   ];
-  const names = await writeTarFile(outPath, sortWalkOrder(entries));
-  return {
-    path: outPath,
-    format: "docker25",
-    repoTag: img.repoTag,
-    configBytes: img.configBytes,
-    configDigest: img.configDigest,
-    diffIds: img.diffIds,
-    layerDigests: img.diffIds,
-    layerMediaTypes: img.diffIds.map(() => MEDIA.ociLayer),
-    manifestBytes: manifest.bytes,
-    manifestDigest: manifest.digest,
-    entries: names,
-  };
+  return writeArchive(outPath, img, entries, "docker25", descriptors, manifest);
 }
 
 export type LayerCompression = "gzip" | "zstd" | "none";
@@ -536,46 +549,9 @@ export async function writeContainerdArchive(
   const nestedIndex = utf8(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: nestedManifests }));
   blobs.set(digestOf(nestedIndex), nestedIndex);
 
-  const { repo, tag } = splitRepoTag(img.repoTag);
-  const index = {
-    schemaVersion: 2,
-    mediaType: MEDIA.ociIndex,
-    manifests: [
-      {
-        mediaType: MEDIA.ociIndex,
-        digest: digestOf(nestedIndex),
-        size: nestedIndex.length,
-        annotations: { "io.containerd.image.name": `docker.io/${repo}:${tag}`, "org.opencontainers.image.ref.name": tag },
-      },
-    ],
-  };
-  const manifestJson = [
-    {
-      Config: `blobs/sha256/${hexOf(img.configDigest)}`,
-      RepoTags: [img.repoTag],
-      Layers: descriptors.map((d) => `blobs/sha256/${hexOf(d.digest)}`),
-    },
-  ];
-  const entries: TarEntry[] = [
-    ...blobEntries(blobs),
-    { path: "index.json", data: JSON.stringify(index) },
-    { path: "manifest.json", data: JSON.stringify(manifestJson) },
-    { path: "oci-layout", data: OCI_LAYOUT },
-  ];
-  const names = await writeTarFile(outPath, sortWalkOrder(entries));
-  return {
-    path: outPath,
-    format: "containerd",
-    repoTag: img.repoTag,
-    configBytes: img.configBytes,
-    configDigest: img.configDigest,
-    diffIds: img.diffIds,
-    layerDigests: descriptors.map((d) => d.digest),
-    layerMediaTypes: descriptors.map((d) => d.mediaType),
-    manifestBytes: manifest.bytes,
-    manifestDigest: manifest.digest,
-    entries: names,
-  };
+  const top = { mediaType: MEDIA.ociIndex, digest: digestOf(nestedIndex), size: nestedIndex.length };
+  const entries = dockerSaveEntries(img, blobs, top, descriptors.map((d) => d.digest));
+  return writeArchive(outPath, img, entries, "containerd", descriptors, manifest);
 }
 
 /**
@@ -605,20 +581,7 @@ export async function writeOciArchive(
     { path: "index.json", data: JSON.stringify(index) },
     { path: "oci-layout", data: OCI_LAYOUT },
   ];
-  const names = await writeTarFile(outPath, sortWalkOrder(entries));
-  return {
-    path: outPath,
-    format: "oci",
-    repoTag: img.repoTag,
-    configBytes: img.configBytes,
-    configDigest: img.configDigest,
-    diffIds: img.diffIds,
-    layerDigests: descriptors.map((d) => d.digest),
-    layerMediaTypes: descriptors.map((d) => d.mediaType),
-    manifestBytes: manifest.bytes,
-    manifestDigest: manifest.digest,
-    entries: names,
-  };
+  return writeArchive(outPath, img, entries, "oci", descriptors, manifest);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -4,20 +4,14 @@
  * a plain `rm -rf` (vfs makes no mounts). Also runs podman's Docker-compatible API so the real `docker`
  * CLI (client only here) can `docker save` through it.
  */
-import { closeSync, existsSync, openSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { run, runOk, sleep, waitFor, type RunResult } from "./ports.ts";
+import { run, runOk, sleep, spawnService, stopService, waitFor, type RunResult } from "./ports.ts";
 
 export type SaveFormat = "docker-archive" | "oci-archive";
-
-/** Services still alive, killed synchronously if the test process exits without destroy(). */
-const liveServices = new Set<Subprocess>();
-process.once("exit", () => {
-  for (const proc of liveServices) proc.kill("SIGKILL");
-});
 
 export class PodmanStore {
   /** Temp dir holding everything this store owns. */
@@ -107,14 +101,8 @@ export class PodmanStore {
     const socket = join(this.dir, "podman.sock");
     const dockerHost = `unix://${socket}`;
     const logPath = join(this.dir, "service.log");
-    const logFd = openSync(logPath, "a");
-    const proc = Bun.spawn(["podman", ...this.globalArgs, "system", "service", "--time=0", dockerHost], {
-      stdin: "ignore",
-      stdout: logFd,
-      stderr: logFd,
-    });
-    closeSync(logFd);
-    liveServices.add(proc);
+    // spawnService() also SIGKILLs it if the test process exits without destroy().
+    const proc = spawnService(["podman", ...this.globalArgs, "system", "service", "--time=0", dockerHost], logPath);
     this.#service = proc;
     try {
       await waitFor(() => existsSync(socket), timeoutMs, `podman socket ${socket}`);
@@ -179,13 +167,7 @@ export class PodmanStore {
     this.#service = null;
     this.#dockerHost = null;
     if (proc === null) return;
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      await proc.exited;
-      clearTimeout(timer);
-    }
-    liveServices.delete(proc);
+    await stopService(proc, 5000);
   }
 
   #assertAlive(): void {

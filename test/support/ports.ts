@@ -2,7 +2,9 @@
  * Port, polling and subprocess helpers for tests that start real services (docker-registry, podman).
  * Services bind 127.0.0.1 only, on ports the kernel hands out, so parallel runs never collide.
  */
+import { closeSync, openSync } from "node:fs";
 import { createServer } from "node:net";
+import type { Subprocess } from "bun";
 
 /**
  * Asks the kernel for a free TCP port on 127.0.0.1 by listening on port 0 and closing again.
@@ -120,4 +122,34 @@ export async function runOk(cmd: string[], opts: RunOptions = {}): Promise<RunRe
     );
   }
   return result;
+}
+
+/** Services started by spawnService() and not yet stopped, killed synchronously if the test process exits first. */
+const liveServices = new Set<Subprocess>();
+process.once("exit", () => {
+  for (const proc of liveServices) proc.kill("SIGKILL");
+});
+
+/**
+ * Starts a long-running service (stdin ignored) whose stdout and stderr both append to `logPath`, and
+ * remembers it so it is SIGKILLed if the test process exits before stopService().
+ */
+export function spawnService(cmd: string[], logPath: string, opts: { cwd?: string } = {}): Subprocess {
+  // One append-mode fd shared by stdout and stderr, so the two streams do not overwrite each other.
+  const logFd = openSync(logPath, "a");
+  const proc = Bun.spawn(cmd, { cwd: opts.cwd, stdin: "ignore", stdout: logFd, stderr: logFd });
+  closeSync(logFd);
+  liveServices.add(proc);
+  return proc;
+}
+
+/** Stops a spawnService() child: SIGTERM, SIGKILL if it is still running after `graceMs`. Safe to call twice. */
+export async function stopService(proc: Subprocess, graceMs: number): Promise<void> {
+  if (proc.exitCode === null && proc.signalCode === null) {
+    proc.kill("SIGTERM");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+    await proc.exited;
+    clearTimeout(timer);
+  }
+  liveServices.delete(proc);
 }

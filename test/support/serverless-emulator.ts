@@ -601,16 +601,11 @@ function edgeTooLarge(ctx: RequestContext, length: number, limit: number): Respo
   return new Response(html, { status: 413, headers: { "Content-Type": "text/html", "Server": "cloudflare" } });
 }
 
-function reject(
-  ctx: RequestContext,
-  status: number,
-  code: string,
-  message: string,
-  detail: unknown = null,
-  headers: Record<string, string> = {},
-): Response {
+/** errorResponse(), recorded as a violation of the request context. */
+function reject(ctx: RequestContext, ...args: Parameters<typeof errorResponse>): Response {
+  const [status, code, message] = args;
   ctx.violate(`${status} ${code}: ${message}`);
-  return errorResponse(status, code, message, detail, headers);
+  return errorResponse(...args);
 }
 
 function errorResponse(

@@ -25,12 +25,12 @@
  * wrong service gets a token the registry refuses, as it would in real life.
  */
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, X509Certificate, type KeyObject } from "node:crypto";
-import { closeSync, openSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Server, Subprocess } from "bun";
-import { freePort, runOk, waitFor } from "./ports.ts";
+import type { Server } from "bun";
+import { registryConfigLines, serveRegistry } from "./docker-registry.ts";
+import { runOk } from "./ports.ts";
 
 export type TokenKeyType = "rsa" | "ec";
 /** How the JWT header identifies the signing key. */
@@ -106,12 +106,6 @@ export const TOKEN_ISSUER = "chunked-push-test-token-issuer";
 /** distribution's registry/auth/token Leeway, added to `exp` (and taken from `nbf`) when verifying. */
 const REGISTRY_LEEWAY_SECONDS = 60;
 
-/** Children still alive, killed synchronously if the test process exits without calling stop(). */
-const live = new Set<Subprocess>();
-process.once("exit", () => {
-  for (const proc of live) proc.kill("SIGKILL");
-});
-
 function base64url(data: string | Uint8Array): string {
   return Buffer.from(data).toString("base64url");
 }
@@ -176,22 +170,7 @@ function sameString(a: string, b: string): boolean {
 function configYaml(opts: { storageDir: string; port: number; realm: string; certPath: string }): string {
   const q = (s: string): string => JSON.stringify(s);
   return [
-    "version: 0.1",
-    "log:",
-    "  level: info",
-    "  accesslog:",
-    "    disabled: false",
-    "storage:",
-    "  filesystem:",
-    `    rootdirectory: ${q(opts.storageDir)}`,
-    "  delete:",
-    "    enabled: true",
-    "  maintenance:",
-    "    uploadpurging:",
-    "      enabled: false",
-    "http:",
-    `  addr: ${q(`127.0.0.1:${opts.port}`)}`,
-    "  secret: token-harness-not-a-secret",
+    ...registryConfigLines(opts.storageDir, opts.port, "token-harness-not-a-secret"),
     "auth:",
     "  token:",
     `    realm: ${q(opts.realm)}`,
@@ -200,14 +179,6 @@ function configYaml(opts: { storageDir: string; port: number; realm: string; cer
     `    rootcertbundle: ${q(opts.certPath)}`,
     "",
   ].join("\n");
-}
-
-async function logTail(logPath: string, n = 2000): Promise<string> {
-  try {
-    return (await readFile(logPath, "utf8")).slice(-n);
-  } catch {
-    return "(no log)";
-  }
 }
 
 function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -236,8 +207,6 @@ export async function startTokenRegistry(opts: TokenRegistryOptions = {}): Promi
   const storageDir = join(dir, "storage");
   const keyPath = join(dir, "key.pem");
   const certPath = join(dir, "cert.pem");
-  const configPath = join(dir, "config.yml");
-  const logPath = join(dir, "registry.log");
   let server: Server<undefined> | undefined;
   try {
     const keyArgs = keyType === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
@@ -324,71 +293,36 @@ export async function startTokenRegistry(opts: TokenRegistryOptions = {}): Promi
     });
     const realm = `http://127.0.0.1:${server.port}/token`;
 
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const port = await freePort();
-      await writeFile(configPath, configYaml({ storageDir, port, realm, certPath }));
-      const logFd = openSync(logPath, "a");
-      const proc = Bun.spawn(["docker-registry", "serve", configPath], { cwd: dir, stdin: "ignore", stdout: logFd, stderr: logFd });
-      closeSync(logFd);
-      live.add(proc);
-      const url = `http://127.0.0.1:${port}`;
-      const stopProc = async (): Promise<void> => {
-        if (proc.exitCode === null && proc.signalCode === null) {
-          proc.kill("SIGTERM");
-          const timer = setTimeout(() => proc.kill("SIGKILL"), 3000);
-          await proc.exited;
-          clearTimeout(timer);
-        }
-        live.delete(proc);
-      };
-      try {
-        await waitFor(
-          async () => {
-            if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
-            const res = await fetch(`${url}/v2/`);
-            await res.arrayBuffer();
-            return res.status === 401 && (res.headers.get("www-authenticate") ?? "").startsWith(`Bearer realm="${realm}"`);
-          },
-          timeoutMs,
-          `docker-registry (token auth) on ${url}`,
-        );
-      } catch (err) {
-        await stopProc();
-        lastError = new Error(`${err instanceof Error ? err.message : String(err)}\n--- registry.log ---\n${await logTail(logPath)}`);
-        continue;
-      }
-      const tokenServer = server;
-      let stopped = false;
-      return {
-        host: `127.0.0.1:${port}`,
-        url,
-        realm,
-        service: TOKEN_SERVICE,
-        issuer: TOKEN_ISSUER,
-        username,
-        password,
-        tokenRequests,
-        setTokenLifetime(seconds: number): void {
-          lifetime = checkLifetime(seconds);
-        },
-        setKeyHeader(header: TokenKeyHeader): void {
-          keyHeader = header;
-        },
-        issueToken,
-        dir,
-        storageDir,
-        logPath,
-        async stop(): Promise<void> {
-          if (stopped) return;
-          stopped = true;
-          await stopProc();
-          await tokenServer.stop(true);
-          await rm(dir, { recursive: true, force: true });
-        },
-      };
-    }
-    throw lastError instanceof Error ? lastError : new Error("docker-registry (token auth) did not start");
+    const tokenServer = server;
+    const registry = await serveRegistry({
+      dir,
+      config: (port) => configYaml({ storageDir, port, realm, certPath }),
+      ready: (res) => res.status === 401 && (res.headers.get("www-authenticate") ?? "").startsWith(`Bearer realm="${realm}"`),
+      what: "docker-registry (token auth)",
+      timeoutMs,
+      beforeRemove: () => tokenServer.stop(true),
+    });
+    return {
+      host: registry.host,
+      url: registry.url,
+      realm,
+      service: TOKEN_SERVICE,
+      issuer: TOKEN_ISSUER,
+      username,
+      password,
+      tokenRequests,
+      setTokenLifetime(seconds: number): void {
+        lifetime = checkLifetime(seconds);
+      },
+      setKeyHeader(header: TokenKeyHeader): void {
+        keyHeader = header;
+      },
+      issueToken,
+      dir,
+      storageDir,
+      logPath: registry.logPath,
+      stop: registry.stop,
+    };
   } catch (err) {
     await server?.stop(true);
     await rm(dir, { recursive: true, force: true });
