@@ -3,7 +3,10 @@
  * peer) and with this CLI in several situations, and prints a markdown table of wall time, CPU time,
  * peak RSS and compressed bytes pushed, with each wall time as a ratio of skopeo's from the same run.
  *
- *   bun run bench [--runs N]      (N runs of every scenario; the table shows each one's median by wall time)
+ *   bun run bench [--runs N]
+ *
+ * With N runs of every scenario the table shows, for each, the run with the median wall time and the
+ * median of its per-run ratios to skopeo. Other work on the machine skews single runs a lot.
  *
  * Needs GNU tar, /usr/bin/time (Debian package `time`), skopeo and docker-registry. The image and the
  * push folders live in bench/.work/ (gitignored); the first run builds the image, later runs reuse it.
@@ -128,27 +131,40 @@ function lastLine(text: string): string {
   return (lines.find((line) => line.startsWith("error:")) ?? lines.at(-1) ?? "").slice(0, 200);
 }
 
-/** The run with the median wall time (the lower middle one for an even count). */
-function median(rows: Row[]): Row {
-  const measured = rows.filter((row) => row.measurement && !row.note?.startsWith("FAILED"));
-  if (measured.length === 0) return rows[0]!;
-  measured.sort((a, b) => a.measurement!.wallSeconds - b.measurement!.wallSeconds);
-  const middle = measured[Math.floor((measured.length - 1) / 2)]!;
-  return rows.length > 1 ? { ...middle, note: [middle.note, `median of ${rows.length}`].filter(Boolean).join("; ") } : middle;
+const wallOf = (row: Row | undefined): number | undefined =>
+  row?.measurement && !row.note?.startsWith("FAILED") ? row.measurement.wallSeconds : undefined;
+
+/** The middle value (the lower middle one for an even count). */
+function middle<T>(values: T[], key: (value: T) => number): T | undefined {
+  const sorted = [...values].sort((a, b) => key(a) - key(b));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
-function table(rows: Row[]): string {
-  const peer = rows[0]?.measurement?.wallSeconds;
+/**
+ * One table line per scenario: the run with the median wall time, and the median over runs of the
+ * ratio to skopeo's wall time in the same run (run i of a scenario is paired with skopeo's run i, a
+ * minute apart at most, so a busy spell on the machine weighs on both).
+ */
+function summarize(runs: Row[], peerRuns: Row[]): Row & { ratio?: number } {
+  const measured = runs.filter((row) => wallOf(row) !== undefined);
+  const row = middle(measured, (r) => wallOf(r) ?? 0) ?? runs[0]!;
+  const ratios = runs.flatMap((r, i) => {
+    const [ours, peer] = [wallOf(r), wallOf(peerRuns[i])];
+    return ours !== undefined && peer !== undefined ? [ours / peer] : [];
+  });
+  const note = runs.length > 1 && measured.length > 0 ? [row.note, `median of ${runs.length}`].filter(Boolean).join("; ") : row.note;
+  return { ...row, note, ratio: middle(ratios, (x) => x) };
+}
+
+function table(rows: (Row & { ratio?: number })[]): string {
   const lines = [
     "| scenario | wall s | CPU s | peak RSS MB | pushed MB | wall vs skopeo | note |",
     "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
   for (const row of rows) {
     const m = row.measurement;
-    const ratio = m && peer && !row.note?.startsWith("FAILED") ? `${(m.wallSeconds / peer).toFixed(2)}x` : "-";
-    const cells = m
-      ? [m.wallSeconds.toFixed(2), m.cpuSeconds.toFixed(2), m.peakRssMB.toFixed(0)]
-      : ["-", "-", "-"];
+    const ratio = row.ratio === undefined ? "-" : `${row.ratio.toFixed(2)}x`;
+    const cells = m ? [m.wallSeconds.toFixed(2), m.cpuSeconds.toFixed(2), m.peakRssMB.toFixed(0)] : ["-", "-", "-"];
     const pushed = row.pushedBytes === undefined ? "-" : formatMB(row.pushedBytes);
     lines.push(`| ${row.scenario} | ${cells.join(" | ")} | ${pushed} | ${ratio} | ${row.note ?? ""} |`);
   }
@@ -215,7 +231,7 @@ async function main(argv: string[]): Promise<number> {
     `- load average after: ${loadavg().map((n) => n.toFixed(2)).join(" ")}`,
     "- command: `bun run bench`; registry: Debian docker-registry on 127.0.0.1, no auth, fresh per scenario (re-push reuses warm's)",
     "",
-    table([...results.values()].map(median)),
+    table([...results.values()].map((runs) => summarize(runs, results.get(skopeo.name) ?? []))),
     "",
   ].join("\n");
   process.stdout.write(output);

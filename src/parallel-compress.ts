@@ -62,6 +62,10 @@ export async function compressRange(
   checkOptions(algorithm, level, blockSize, range);
   const pool = options.pool ?? sharedPool(options.workers ?? availableParallelism());
   options.signal?.throwIfAborted();
+  // Taken before any await: compressions called earlier get free slots first, so layers finish one
+  // after another (each on every core) and the caller uploads one while the next compresses, rather
+  // than all of them finishing together at the end.
+  const ticket = pool.ticket();
 
   const input = await open(source, "r").catch((error: Error) => {
     throw new Error(`cannot read ${source}: ${error.message}`);
@@ -74,7 +78,7 @@ export async function compressRange(
     throw new Error(`cannot write ${dest}: ${(error as Error).message}`);
   }
   try {
-    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal };
+    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal, ticket };
     return await compressBlocks(plan, new OrderedSink(output, dest));
   } finally {
     await Promise.allSettled([input.close(), output.close()]);
@@ -96,11 +100,12 @@ interface BlockPlan {
   level: number;
   pool: CompressPool;
   signal: AbortSignal | undefined;
+  ticket: number;
 }
 
 /** Reads and hashes blocks in order, hands them to the pool, and lets `sink` write results in order. */
 async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<CompressResult> {
-  const { input, source, range, blockSize, algorithm, level, pool, signal } = plan;
+  const { input, source, range, blockSize, algorithm, level, pool, signal, ticket } = plan;
   const inputHash = createHash("sha256");
   let crc = 0;
   let dictionary: Uint8Array<ArrayBuffer> | undefined;
@@ -111,11 +116,11 @@ async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<Compr
   for (let index = 0; index < blocks && !sink.failed; index++) {
     const start = index * blockSize;
     const length = Math.min(blockSize, range.size - start);
-    const release = await pool.slots.acquire();
+    const release = await pool.slots.acquire(ticket);
     let data: Uint8Array<ArrayBuffer>;
     try {
       signal?.throwIfAborted();
-      data = await readBlock(input, source, range.offset + start, new Uint8Array(pool.buffer(blockSize), 0, length));
+      data = await readBlock(input, source, range.offset + start, new Uint8Array(pool.buffer(length)));
     } catch (error) {
       release();
       await sink.settle(); // no write may still be running when the caller closes the file
@@ -272,6 +277,7 @@ export class CompressPool {
    * as garbage faster than the collector frees them (202 MB peak RSS for zstd's 8 MiB blocks, vs 147 MB). */
   private readonly spare: ArrayBuffer[] = [];
   private nextId = 0;
+  private nextTicket = 0;
 
   constructor(
     readonly size: number,
@@ -295,14 +301,22 @@ export class CompressPool {
     });
   }
 
+  /** Order of service for slots: a compression that started earlier is served first. */
+  ticket(): number {
+    return this.nextTicket++;
+  }
+
   /** A block buffer of `size` bytes, reused when one came back from a worker. */
   buffer(size: number): ArrayBuffer {
     const index = this.spare.findIndex((buffer) => buffer.byteLength === size);
     return index === -1 ? new ArrayBuffer(size) : this.spare.splice(index, 1)[0]!;
   }
 
+  /** Keeps at most one buffer per slot (a spare is taken before a new one is made, so that is enough);
+   * the oldest goes first, so the odd size of a layer's last block does not linger. */
   private recycle(buffer: ArrayBuffer): void {
-    if (this.spare.length < this.size * 2) this.spare.push(buffer);
+    this.spare.push(buffer);
+    if (this.spare.length > this.size * 2) this.spare.shift();
   }
 
   close(): void {
@@ -378,21 +392,29 @@ function sharedPool(workers: number): CompressPool {
   return pool;
 }
 
-/** A counting semaphore with FIFO waiters; acquire() resolves to the function that gives the slot back. */
+/**
+ * A counting semaphore whose waiters are served lowest `priority` first (FIFO among equals);
+ * acquire() resolves to the function that gives the slot back.
+ */
 class Semaphore {
-  private readonly waiters: (() => void)[] = [];
+  private readonly waiters: { priority: number; wake: () => void }[] = [];
 
   constructor(private free: number) {}
 
-  async acquire(): Promise<() => void> {
+  async acquire(priority: number): Promise<() => void> {
     if (this.free > 0) this.free--;
-    else await new Promise<void>((resolve) => this.waiters.push(resolve));
+    else {
+      await new Promise<void>((wake) => {
+        const at = this.waiters.findIndex((waiter) => waiter.priority > priority);
+        this.waiters.splice(at === -1 ? this.waiters.length : at, 0, { priority, wake });
+      });
+    }
     let released = false;
     return () => {
       if (released) return;
       released = true;
       const next = this.waiters.shift();
-      if (next) next();
+      if (next) next.wake();
       else this.free++;
     };
   }
