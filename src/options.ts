@@ -52,7 +52,7 @@ Image:
                               what runs \`save\` when no --archive is given (env DOCKER_BIN; default docker)
       --cache-dir <dir>       where compressed layers are kept (default ./.cache)
       --compression <gzip|zstd>   for uncompressed layers (default gzip)
-      --compression-level <n>     gzip 1-9 (default 6), zstd 1-19 (default 3)
+      --compression-level <n>     gzip 1-9, zstd 1-19 (default 3 for both)
 
 Upload:
       --chunk-size <size>     largest request body (bytes, or 95MiB, 100MB, 1GiB; env CHUNK_SIZE)
@@ -69,7 +69,8 @@ Output:
 
 Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.`;
 
-const DEFAULT_LEVEL: Record<Compression, number> = { gzip: 6, zstd: 3 };
+// gzip 3 gives the same size as skopeo's default output with a third less CPU than zlib's 6 (bench/).
+const DEFAULT_LEVEL: Record<Compression, number> = { gzip: 3, zstd: 3 };
 const LEVEL_RANGE: Record<Compression, [number, number]> = { gzip: [1, 9], zstd: [1, 19] };
 
 /** Reads the command line and the environment; throws UsageError naming what is wrong. */
