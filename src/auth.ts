@@ -54,10 +54,6 @@ export class Authenticator {
     private readonly now: () => number = Date.now,
   ) {}
 
-  get usesToken(): boolean {
-    return this.bearer !== undefined;
-  }
-
   /** The header for the next request; renews a token that is about to expire. */
   async header(): Promise<string | undefined> {
     if (this.bearer && this.now() > this.bearer.expiresAt) await this.renew();

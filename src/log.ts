@@ -1,12 +1,7 @@
-/** Progress and diagnostics go to stderr; stdout is kept for the result line scripts read. */
+/** Where progress messages and warnings go; the CLI routes them through its progress display on stderr. */
 export interface Logger {
   info(message: string): void;
   warn(message: string): void;
 }
-
-export const stderrLogger: Logger = {
-  info: (message) => process.stderr.write(`${message}\n`),
-  warn: (message) => process.stderr.write(`warning: ${message}\n`),
-};
 
 export const silentLogger: Logger = { info: () => {}, warn: () => {} };

@@ -29,7 +29,7 @@ describe("parseCommand", () => {
   test("reads the environment of the user's card", () => {
     const o = options(["reg.io/app"], { USERNAME_REGISTRY: "me", INSECURE_HTTP_PUSH: "true", CHUNK_SIZE: "50MB", DOCKER_BIN: "/opt/podman" });
     expect(o).toMatchObject({ username: "me", insecure: true, chunkCap: 50_000_000, engine: "/opt/podman", concurrency: 3 });
-    expect(o).toMatchObject({ compression: "gzip", compressionLevel: 3, retries: 5, timeoutMs: 60_000, quiet: false, json: false, dryRun: false });
+    expect(o).toMatchObject({ compression: "gzip", compressionLevel: 2, retries: 5, timeoutMs: 60_000, quiet: false, json: false, dryRun: false });
     expect(o.reference).toEqual({ host: "reg.io", repository: "app", tag: "latest" });
   });
 

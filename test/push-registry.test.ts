@@ -82,7 +82,7 @@ describe("push to docker-registry with Basic auth", () => {
     }
     expect(result.stderr.match(/compressed now/g)?.length).toBe(4);
     const cache = await readdir(join(work, ".cache"));
-    expect(cache.filter((f) => f.endsWith("-gzip-3-ptr"))).toHaveLength(4);
+    expect(cache.filter((f) => f.endsWith("-gzip-2-ptr"))).toHaveLength(4);
     expect(cache.filter((f) => /^[a-f0-9]{64}$/.test(f))).toHaveLength(4);
     expect(cache.filter((f) => f.startsWith(".tmp"))).toHaveLength(0);
   }, 120_000);
