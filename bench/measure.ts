@@ -2,6 +2,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { run } from "./support.ts";
 
 export const TIME_BINARY = "/usr/bin/time";
 
@@ -21,18 +22,7 @@ export async function measure(cmd: string[], options: { cwd?: string; env?: Reco
   const report = join(dir, "time.txt");
   try {
     // -o keeps time's report apart from the command's own stderr.
-    const child = Bun.spawn([TIME_BINARY, "-v", "-o", report, ...cmd], {
-      cwd: options.cwd,
-      env: options.env ?? process.env,
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const [stdout, stderr, exitCode] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-      child.exited,
-    ]);
+    const { stdout, stderr, exitCode } = await run([TIME_BINARY, "-v", "-o", report, ...cmd], { ...options, allowFailure: true });
     return { exitCode, stdout, stderr, ...parseTimeReport(await readFile(report, "utf8")) };
   } finally {
     await rm(dir, { recursive: true, force: true });
