@@ -31,6 +31,8 @@ export interface PrepareOptions {
   label: string;
   /** Called when compression really starts (not for cache hits or already-compressed layers). */
   onCompressing?: () => void;
+  /** Input bytes compressed so far. */
+  onCompressProgress?: (done: number) => void;
   /** Stops compressing at once (Ctrl-C, or another blob failed); the temporary file is removed. */
   signal?: AbortSignal;
 }
@@ -61,7 +63,7 @@ export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions)
   options.onCompressing?.();
   const temp = cache.tempPath();
   try {
-    const result = await compressRange(archive, range, temp, { ...compression, signal: options.signal });
+    const result = await compressRange(archive, range, temp, { ...compression, signal: options.signal, onProgress: options.onCompressProgress });
     if (result.inputDigest !== layer.diffId) {
       throw new PushError(
         `${options.label} of archive ${archive} is corrupt: its content hashes to ${result.inputDigest}, ` +

@@ -37,6 +37,8 @@ export interface CompressOptions {
   pool?: CompressPool;
   /** Stops reading at once; the promise rejects with the signal's reason once pending writes settle. */
   signal?: AbortSignal;
+  /** Input bytes whose compressed output is written, in order (for a progress display). */
+  onProgress?: (done: number) => void;
 }
 
 /**
@@ -78,7 +80,7 @@ export async function compressRange(
     throw new Error(`cannot write ${dest}: ${(error as Error).message}`);
   }
   try {
-    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal, ticket };
+    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal, onProgress: options.onProgress, ticket };
     return await compressBlocks(plan, new OrderedSink(output, dest));
   } finally {
     await Promise.allSettled([input.close(), output.close()]);
@@ -100,12 +102,13 @@ interface BlockPlan {
   level: number;
   pool: CompressPool;
   signal: AbortSignal | undefined;
+  onProgress: ((done: number) => void) | undefined;
   ticket: number;
 }
 
 /** Reads and hashes blocks in order, hands them to the pool, and lets `sink` write results in order. */
 async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<CompressResult> {
-  const { input, source, range, blockSize, algorithm, level, pool, signal, ticket } = plan;
+  const { input, source, range, blockSize, algorithm, level, pool, signal, onProgress, ticket } = plan;
   const inputHash = createHash("sha256");
   let crc = 0;
   let dictionary: Uint8Array<ArrayBuffer> | undefined;
@@ -131,7 +134,7 @@ async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<Compr
     const job = { algorithm, level, data, dictionary, last: index === blocks - 1 };
     // Copy the tail before `data` is transferred to the worker: it primes the next block.
     if (algorithm === "gzip") dictionary = data.slice(Math.max(0, data.length - WINDOW));
-    sink.push(pool.run(job), release);
+    sink.push(pool.run(job), release, onProgress && (() => onProgress(start + length)));
   }
   if (algorithm === "gzip") sink.push(Promise.resolve(gzipTrailer(crc, range.size)));
   const { digest, size } = await sink.finish();
@@ -174,11 +177,12 @@ class OrderedSink {
     return this.error !== undefined;
   }
 
-  push(block: Promise<Uint8Array>, release?: () => void): void {
+  push(block: Promise<Uint8Array>, release?: () => void, written?: () => void): void {
     block.catch(() => undefined); // awaited in order below; never an unhandled rejection meanwhile
     this.chain = this.chain
       .then(() => block)
       .then((bytes) => this.write(bytes))
+      .then(() => written?.())
       .finally(() => release?.());
     this.chain.catch((error: Error) => (this.error ??= error));
   }

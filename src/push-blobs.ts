@@ -97,6 +97,7 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
           label: id,
           signal: abort.signal,
           onCompressing: () => progress.update(id, { phase: "compressing", done: 0, total: layer.entry.size }),
+          onCompressProgress: (done) => progress.update(id, { done }),
         }),
       );
       const result = await upload(blob, first ?? id);

@@ -273,3 +273,18 @@ async function openFiles(): Promise<string[]> {
   const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
   return targets;
 }
+
+test("progress reports input bytes as their output is written, in order, ending at the size", async () => {
+  const input = mixedBytes(5 * 64 * 1024 + 123, 7);
+  const source = await writeInput(input);
+  for (const algorithm of ["gzip", "zstd"] as const) {
+    const seen: number[] = [];
+    await compressRange(source, { offset: 0, size: input.length }, join(dir, `progress-${algorithm}`), {
+      algorithm,
+      level: 1,
+      blockSize: 64 * 1024,
+      onProgress: (done) => seen.push(done),
+    });
+    expect(seen).toEqual([1, 2, 3, 4, 5].map((n) => n * 64 * 1024).concat(input.length));
+  }
+});
