@@ -69,6 +69,7 @@ class BlobUpload {
   private location = "";
   private limits: ChunkLimits = {};
   private requests = 0;
+  private restarts = 0;
   private readonly label: string;
 
   constructor(
@@ -194,6 +195,8 @@ class BlobUpload {
           if (offset === undefined || offset === chunk.end + 1) {
             i++;
             faults = 0;
+            // What the registry confirmed: the bytes read so far run ahead of it by the socket buffers.
+            if (i < chunks.length) this.options.onProgress?.(chunk.end + 1, { index: i + 1, count: chunks.length });
             continue;
           }
           reason = `the registry reports it holds bytes ${patch.headers.get("range")}, expected 0-${chunk.end}`;
@@ -244,6 +247,10 @@ class BlobUpload {
   }
 
   private async restart(planned: Chunk[], why: string): Promise<{ chunks: Chunk[]; index: number }> {
+    // Each restart re-sends the blob, so they count against --retries on their own.
+    if (++this.restarts > this.client.retries) {
+      throw new PushError(`${this.label}: ${why} (gave up after ${this.restarts} upload sessions)`);
+    }
     this.options.log.warn(`${this.label}: ${why}; uploading the blob again in a new session`);
     await this.abandon();
     await this.open();
@@ -253,13 +260,19 @@ class BlobUpload {
   /** The empty PUT that commits the parts; if its answer was lost, the blob may be there anyway. */
   private async complete(): Promise<void> {
     const what = `${this.label}: completing the chunked upload`;
-    const put = await this.client.send("PUT", withDigest(this.location, this.blob.digest), {
-      // serverless-registry ignores this body once chunks were sent, so it must be empty.
-      headers: { "Content-Type": OCTET, "Content-Length": "0" },
-      body: "",
-      what,
-      idleTimeoutMs: Math.max(60_000, (this.blob.size / 1024 ** 3) * ASSEMBLY_MS_PER_GIB),
-    });
+    let put: Response;
+    try {
+      put = await this.client.send("PUT", withDigest(this.location, this.blob.digest), {
+        // serverless-registry ignores this body once chunks were sent, so it must be empty.
+        headers: { "Content-Type": OCTET, "Content-Length": "0" },
+        body: "",
+        what,
+        idleTimeoutMs: Math.max(60_000, (this.blob.size / 1024 ** 3) * ASSEMBLY_MS_PER_GIB),
+      });
+    } catch (error) {
+      if (error instanceof NetworkError && (await this.exists())) return;
+      throw error;
+    }
     if (put.status === 201) return this.committed(put, what);
     if (await this.exists()) return drain(put);
     throw await this.client.failure(put, what);

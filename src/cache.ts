@@ -50,7 +50,7 @@ export class BlobCache {
    * size and its bytes still hash to its name (sha256 runs at ~1 GB/s, far faster than any upload);
    * anything else is removed so the layer is compressed again.
    */
-  async lookup(layerDigest: string, variant: string): Promise<CachedBlob | undefined> {
+  async lookup(layerDigest: string, variant: string, signal?: AbortSignal): Promise<CachedBlob | undefined> {
     const pointerPath = this.pointerPath(layerDigest, variant);
     const pointer = await readFile(pointerPath, "utf8").catch(() => undefined);
     if (pointer === undefined) return undefined;
@@ -58,9 +58,10 @@ export class BlobCache {
     try {
       const { digest, size } = JSON.parse(pointer) as { digest: string; size: number };
       const path = this.blobPath(digest);
-      if ((await stat(path)).size === size && (await hashFile(path)) === digest) blob = { digest, size, path };
+      if ((await stat(path)).size === size && (await hashFile(path, signal)) === digest) blob = { digest, size, path };
       else await rm(path, { force: true });
     } catch {
+      signal?.throwIfAborted();
       blob = undefined;
     }
     if (!blob) await rm(pointerPath, { force: true });
@@ -95,9 +96,9 @@ export class BlobCache {
   }
 }
 
-async function hashFile(path: string): Promise<string> {
+async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
   const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
   return `sha256:${hash.digest("hex")}`;
 }
 

@@ -55,9 +55,12 @@ async function fromDockerConfig(input: CredentialInput): Promise<Credentials | u
   } catch {
     throw new PushError(`${path} is not valid JSON`);
   }
+  // Docker's order: a helper for this registry, then the default store, then the file itself.
   const helper = input.helper ?? runCredentialHelper;
   const helperName = config.credHelpers?.[input.host];
   if (helperName) return helper(helperName, input.host);
+  const stored = config.credsStore ? await helper(config.credsStore, input.host) : undefined;
+  if (stored) return stored;
   const entry = Object.entries(config.auths ?? {}).find(([key]) => hostOf(key) === input.host)?.[1];
   if (entry?.auth) {
     const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
@@ -65,7 +68,6 @@ async function fromDockerConfig(input: CredentialInput): Promise<Credentials | u
     if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
   }
   if (entry?.username && entry.password) return { username: entry.username, password: entry.password };
-  if (config.credsStore) return helper(config.credsStore, input.host);
   return undefined;
 }
 

@@ -57,7 +57,7 @@ export async function prepareLayer(layer: ArchiveLayer, options: PrepareOptions)
   }
   const variant = `${compression.algorithm}-${compression.level}`;
   const mediaType = MEDIA_TYPE[compression.algorithm];
-  const cached = await cache.lookup(layer.diffId, variant);
+  const cached = await cache.lookup(layer.diffId, variant, options.signal);
   if (cached) return fileSource(cached, mediaType, "cache");
 
   options.onCompressing?.();

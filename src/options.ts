@@ -125,7 +125,7 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     archive: values.archive,
     engine: values.engine ?? (env.DOCKER_BIN || "docker"),
     cacheDir: values["cache-dir"],
-    chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseSize(chunkSize, "--chunk-size"),
+    chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseChunkSize(chunkSize),
     concurrency: parseInteger(values.concurrency ?? "3", "--concurrency", 1, 64),
     compression,
     compressionLevel: parseInteger(values["compression-level"] ?? String(DEFAULT_LEVEL[compression]), "--compression-level", minLevel, maxLevel),
@@ -156,6 +156,15 @@ export function parseSize(text: string, flag: string): number {
   const unit = UNITS[match?.[2]?.toLowerCase() ?? "?"];
   const bytes = match && unit ? Math.floor(Number(match[1]) * unit) : NaN;
   if (!(bytes >= 1)) throw new UsageError(`${flag}: "${text}" is not a size (use bytes, or units like 95MiB, 100MB)`);
+  return bytes;
+}
+
+// Smaller chunks only multiply requests; every registry's own minimum is far above this.
+const MIN_CHUNK = 1024;
+
+function parseChunkSize(text: string): number {
+  const bytes = parseSize(text, "--chunk-size");
+  if (bytes < MIN_CHUNK) throw new UsageError(`--chunk-size: "${text}" is below the smallest sensible chunk, 1 KiB`);
   return bytes;
 }
 

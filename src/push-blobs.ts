@@ -126,7 +126,8 @@ export async function pushImageBlobs(image: ArchiveImage, options: PushBlobsOpti
   return {
     config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
     layers,
-    results: await Promise.all(uploaded.values()),
+    // The config first, then each distinct layer in image order, whatever order they finished in.
+    results: await Promise.all([...new Set([config.digest, ...layers.map((l) => l.digest)])].map((digest) => uploaded.get(digest) as Promise<BlobResult>)),
   };
 }
 

@@ -91,7 +91,7 @@ export class RegistryClient {
     this.auth = new Authenticator(
       options.credentials,
       `repository:${options.repository}:pull,push`,
-      (url, headers) => fetch(url, { headers, redirect: "manual", signal: AbortSignal.timeout(30_000) }),
+      (url, headers) => this.fetchToken(url, headers),
       !options.insecure,
     );
   }
@@ -144,6 +144,30 @@ export class RegistryClient {
     }
   }
 
+  /** A token service is a server too: its transient failures are retried like the registry's. */
+  private async fetchToken(url: string, headers: Record<string, string>): Promise<Response> {
+    const what = `token service ${new URL(url).origin}`;
+    for (let attempt = 1; ; attempt++) {
+      let reason: string;
+      let retryAfter: number | undefined;
+      try {
+        this.options.signal?.throwIfAborted();
+        const response = await fetch(url, { headers, redirect: "manual", signal: AbortSignal.timeout(30_000) });
+        if (!isTransientStatus(response.status) || attempt > this.retry.retries) return response;
+        reason = `HTTP ${response.status}`;
+        retryAfter = parseRetryAfter(response.headers.get("retry-after"), Date.now());
+        await drain(response);
+      } catch (error) {
+        this.options.signal?.throwIfAborted();
+        reason = describeNetworkError(error);
+        if (attempt > this.retry.retries) throw new NetworkError(what, reason, attempt);
+      }
+      const wait = this.backoff(attempt, retryAfter);
+      this.log.warn(`${what}: ${reason}; retrying in ${(wait / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${this.retry.retries + 1})`);
+      await this.sleep(wait);
+    }
+  }
+
   /** The wait before attempt `attempt + 1`, for callers that retry on their own (resumed chunks). */
   backoff(attempt: number, retryAfterMs?: number): number {
     return backoffMs(attempt, this.retry, retryAfterMs);
@@ -170,6 +194,7 @@ export class RegistryClient {
       }
       response = await this.send("GET", "/v2/", { what: `cannot reach ${this.base}` });
     }
+    if (isTransientStatus(response.status)) response = await this.send("GET", "/v2/", { what: `registry ${host}` });
     if (response.ok) return drain(response);
     if (response.status === 401) {
       await drain(response);
@@ -193,35 +218,37 @@ export class RegistryClient {
     return new RegistryError(`${context}: ${text}`, failure.status, failure.code);
   }
 
-  /** One attempt: redirects followed by hand, the idle timer re-armed by every byte sent. */
+  /**
+   * One attempt: redirects followed by hand, an idle watch over the body going out and the answer
+   * coming back. The answer's body (registries send small JSON or HTML) is read here, under the same
+   * watch and abort signal, so a response that stalls mid-body cannot hang the caller.
+   */
   private async attempt(method: string, target: string, options: SendOptions): Promise<{ response: Response; authorization?: string }> {
-    const idleMs = options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000;
-    const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(new IdleTimeout(idleMs)), idleMs);
-    };
     const outer = options.detached ? undefined : this.options.signal;
+    outer?.throwIfAborted();
+    const controller = new AbortController();
+    const watch = new IdleWatch(options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000, controller);
     const cancel = () => controller.abort(outer?.reason);
     outer?.addEventListener("abort", cancel, { once: true });
-    arm();
-    const authorization = await this.auth.header();
     try {
+      const authorization = await this.auth.header();
       let url = this.url(target);
       for (let hop = 0; ; hop++) {
         const headers: Record<string, string> = { ...options.headers };
         if (authorization && new URL(url).origin === new URL(this.base).origin) {
           headers.Authorization = authorization;
         }
-        const body = prepareBody(options.body, headers, () => arm(), options.onProgress);
+        const body = prepareBody(options.body, headers, watch, options.onProgress);
         const init = { method, headers, body, redirect: "manual", signal: controller.signal, duplex: "half" };
-        const response = await fetch(url, init as RequestInit).catch((error: unknown) => {
+        const fetched = await fetch(url, init as RequestInit).catch((error: unknown) => {
+          throw controller.signal.aborted ? controller.signal.reason : error;
+        });
+        watch.answered();
+        const response = await buffered(fetched, url).catch((error: unknown) => {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });
         const location = response.headers.get("location");
         if (!REDIRECTS.has(response.status) || !location || method === "POST" || hop >= 5) return { response, authorization };
-        await drain(response);
         url = new URL(location, url).toString();
         if (response.status === 303) {
           method = "GET";
@@ -229,7 +256,7 @@ export class RegistryClient {
         }
       }
     } finally {
-      clearTimeout(timer);
+      watch.stop();
       outer?.removeEventListener("abort", cancel);
     }
   }
@@ -251,13 +278,13 @@ export class RegistryClient {
 }
 
 /**
- * File bodies are streamed through a counter so the idle timer sees progress and callers can report
+ * File bodies are streamed through a counter so the idle watch sees progress and callers can report
  * it; the exact Content-Length is still sent (registries refuse chunked transfer encoding).
  */
 function prepareBody(
   body: Body | undefined,
   headers: Record<string, string>,
-  onActivity: () => void,
+  watch: IdleWatch,
   onProgress?: (sent: number) => void,
 ): RequestInit["body"] {
   if (!(body instanceof Blob)) return body;
@@ -267,12 +294,73 @@ function prepareBody(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         sent += chunk.byteLength;
-        onActivity();
+        watch.read(chunk.byteLength);
         onProgress?.(sent);
         controller.enqueue(chunk);
       },
+      flush: () => watch.bodyRead(body.size),
     }),
   );
+}
+
+// Bun and the kernel hold up to a few MB of a body in socket buffers after it has been read.
+const BUFFERED_MAX = 16 * 1024 * 1024;
+const RATE_WINDOW_MS = 3000;
+
+/**
+ * Abandons a request that stops moving. Every block read from the body counts as progress; once the
+ * whole body is read, the bytes still in socket buffers need time to drain at the pace the reads kept
+ * (which the network sets), so the watch allows for that before calling the request stalled.
+ */
+class IdleWatch {
+  private timer?: ReturnType<typeof setTimeout>;
+  private readonly reads: { at: number; bytes: number }[] = [];
+
+  constructor(
+    private readonly ms: number,
+    private readonly controller: AbortController,
+  ) {
+    this.arm(ms);
+  }
+
+  read(bytes: number): void {
+    const now = Date.now();
+    this.reads.push({ at: now, bytes });
+    while (this.reads.length > 1 && now - (this.reads[0]?.at ?? now) > RATE_WINDOW_MS) this.reads.shift();
+    this.arm(this.ms);
+  }
+
+  bodyRead(size: number): void {
+    const first = this.reads[0];
+    const span = first ? Date.now() - first.at : 0;
+    // Reads over less than 200 ms say nothing about the network: the body fit in the buffers.
+    const rate = span >= 200 ? this.reads.reduce((sum, r) => sum + r.bytes, 0) / span : Infinity;
+    this.arm(this.ms + Math.min(size, BUFFERED_MAX) / rate);
+  }
+
+  /** Headers arrived: the answer's body gets the plain idle time. */
+  answered(): void {
+    this.arm(this.ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  private arm(ms: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.controller.abort(new IdleTimeout(this.ms)), ms);
+  }
+}
+
+/** The response with its (small) body already read, so no caller can hang on it later. */
+async function buffered(response: Response, url: string): Promise<Response> {
+  const bytes = await response.arrayBuffer();
+  // A null body for empty answers: Response refuses a body with 204, 205 or 304.
+  const copy = new Response(bytes.byteLength ? bytes : null, { status: response.status, statusText: response.statusText, headers: response.headers });
+  // Locations are resolved against the URL that answered.
+  Object.defineProperty(copy, "url", { value: url });
+  return copy;
 }
 
 // Retrying cannot make a certificate trusted.
@@ -290,6 +378,7 @@ function describeNetworkError(error: unknown): string {
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", stop);
       resolve();

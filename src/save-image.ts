@@ -1,4 +1,4 @@
-import { rename, rm, stat } from "node:fs/promises";
+import { link, rm, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { PushError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -32,7 +32,11 @@ export async function saveImage(engine: string, reference: string, folder: strin
     signal?.throwIfAborted();
     throw new PushError(`${name} save ${reference} failed: ${save.stderr.trim() || `exit code ${save.code}`}`);
   }
-  await rename(temp, archive);
+  // link, not rename: a concurrent run may already have saved the same image and be reading it.
+  await link(temp, archive).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== "EEXIST") throw error;
+  });
+  await rm(temp, { force: true });
   return archive;
 }
 

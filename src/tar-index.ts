@@ -66,7 +66,9 @@ export class TarIndex {
 }
 
 async function readEntries(handle: FileHandle, path: string): Promise<Map<string, RawEntry>> {
-  const { size: fileSize } = await handle.stat();
+  const stats = await handle.stat();
+  if (!stats.isFile()) throw new PushError(`archive ${path} is not a file`);
+  const fileSize = stats.size;
   const entries = new Map<string, RawEntry>();
   const block = Buffer.alloc(BLOCK);
   let extended: HeaderData | undefined;
