@@ -79,12 +79,9 @@ function hostOf(key: string): string {
 /** `docker-credential-<name> get` reads the server on stdin and answers `{"Username","Secret"}`. */
 async function runCredentialHelper(name: string, server: string): Promise<Credentials | undefined> {
   const program = `docker-credential-${name}`;
-  let child;
-  try {
-    child = Bun.spawn([program, "get"], { stdin: new TextEncoder().encode(server), stdout: "pipe", stderr: "pipe" });
-  } catch {
-    throw new PushError(`the Docker config names the credential helper "${name}", but ${program} is not on PATH`);
-  }
+  const path = Bun.which(program, { PATH: process.env.PATH ?? "" });
+  if (!path) throw new PushError(`the Docker config names the credential helper "${name}", but ${program} is not on PATH`);
+  const child = Bun.spawn([path, "get"], { stdin: new TextEncoder().encode(server), stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   if (code !== 0) {
     if (/not found/i.test(stdout + stderr)) return undefined;

@@ -83,6 +83,8 @@ export class RegistryClient {
   private readonly auth: Authenticator;
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
+  /** Bytes per ms of the slowest upload so far; unknown until a large body went through. */
+  private linkRate?: number;
 
   constructor(private readonly options: ClientOptions) {
     this.base = `${options.insecure ? "http" : "https"}://${options.host}`;
@@ -142,6 +144,18 @@ export class RegistryClient {
       this.log.warn(`${what}: ${reason}; retrying in ${(wait / 1000).toFixed(1)} s (attempt ${attempt + 1} of ${retries + 1})`);
       await sleep(wait, options.detached ? undefined : this.options.signal);
     }
+  }
+
+  /** Time for `bytes` still in socket buffers to reach the registry, at the slowest pace seen. */
+  private drainMs(bytes: number): number {
+    return Math.min(bytes, BUFFERED_MAX) / (this.linkRate ?? FLOOR_RATE);
+  }
+
+  /** What an upload took from its first byte to the answer: the link's pace, and then some. */
+  private learnRate(bytes: number, ms: number): void {
+    if (bytes < 1024 * 1024) return;
+    const rate = bytes / Math.max(ms, 1);
+    this.linkRate = Math.min(this.linkRate ?? rate, rate);
   }
 
   /** A token service is a server too: its transient failures are retried like the registry's. */
@@ -227,7 +241,8 @@ export class RegistryClient {
     const outer = options.detached ? undefined : this.options.signal;
     outer?.throwIfAborted();
     const controller = new AbortController();
-    const watch = new IdleWatch(options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000, controller);
+    const watch = new IdleWatch(options.idleTimeoutMs ?? this.options.idleTimeoutMs ?? 60_000, controller, (bytes) => this.drainMs(bytes));
+    const started = Date.now();
     const cancel = () => controller.abort(outer?.reason);
     outer?.addEventListener("abort", cancel, { once: true });
     try {
@@ -244,6 +259,7 @@ export class RegistryClient {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });
         watch.answered();
+        if (options.body instanceof Blob) this.learnRate(options.body.size, Date.now() - started);
         const response = await buffered(fetched, url).catch((error: unknown) => {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });
@@ -294,7 +310,7 @@ function prepareBody(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         sent += chunk.byteLength;
-        watch.read(chunk.byteLength);
+        watch.read();
         onProgress?.(sent);
         controller.enqueue(chunk);
       },
@@ -303,39 +319,33 @@ function prepareBody(
   );
 }
 
-// Bun and the kernel hold up to a few MB of a body in socket buffers after it has been read.
+// Bun and the kernel hold several MB of a body in socket buffers after it has been read (8 MB seen
+// on loopback). Until an upload showed the link's pace, assume a slow one: 128 kB/s.
 const BUFFERED_MAX = 16 * 1024 * 1024;
-const RATE_WINDOW_MS = 3000;
+const FLOOR_RATE = 128;
 
 /**
  * Abandons a request that stops moving. Every block read from the body counts as progress; once the
- * whole body is read, the bytes still in socket buffers need time to drain at the pace the reads kept
- * (which the network sets), so the watch allows for that before calling the request stalled.
+ * whole body is read, what still sits in socket buffers needs time to drain at the link's pace, so
+ * the watch allows for that before calling the request stalled.
  */
 class IdleWatch {
   private timer?: ReturnType<typeof setTimeout>;
-  private readonly reads: { at: number; bytes: number }[] = [];
 
   constructor(
     private readonly ms: number,
     private readonly controller: AbortController,
+    private readonly drainMs: (bytes: number) => number,
   ) {
     this.arm(ms);
   }
 
-  read(bytes: number): void {
-    const now = Date.now();
-    this.reads.push({ at: now, bytes });
-    while (this.reads.length > 1 && now - (this.reads[0]?.at ?? now) > RATE_WINDOW_MS) this.reads.shift();
+  read(): void {
     this.arm(this.ms);
   }
 
   bodyRead(size: number): void {
-    const first = this.reads[0];
-    const span = first ? Date.now() - first.at : 0;
-    // Reads over less than 200 ms say nothing about the network: the body fit in the buffers.
-    const rate = span >= 200 ? this.reads.reduce((sum, r) => sum + r.bytes, 0) / span : Infinity;
-    this.arm(this.ms + Math.min(size, BUFFERED_MAX) / rate);
+    this.arm(this.ms + this.drainMs(size));
   }
 
   /** Headers arrived: the answer's body gets the plain idle time. */

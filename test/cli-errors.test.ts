@@ -116,6 +116,12 @@ describe("push failures exit 1 with a clear message", () => {
     expect(result.stderr).toContain(`cannot open archive ${join(work, "nope.tar")}: no such file`);
   });
 
+  test("an archive path that is a folder", async () => {
+    const result = await push(["--archive", work, `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`error: archive ${work} is not a file\n`);
+  });
+
   test("a truncated archive", async () => {
     const corrupt = await writeCorruptArchive(join(work, "corrupt.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
     const result = await push(["--archive", corrupt.path, `${registry.host}/x/y:1`]);

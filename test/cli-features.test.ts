@@ -150,10 +150,11 @@ describe("tags and dry runs", () => {
 });
 
 describe("credentials", () => {
-  test("token auth: a Bearer registry and its token service; an expiring token is renewed mid-push", async () => {
+  test("token auth: a Bearer registry and its token service; a token refused mid-push is renewed", async () => {
     let tokens: TokenRegistry | undefined;
     try {
-      tokens = await startTokenRegistry({ tokenLifetimeSeconds: 2 });
+      // The token dies after 2 s but claims 300: only the registry's 401 can tell the client.
+      tokens = await startTokenRegistry({ tokenLifetimeSeconds: 2, advertisedLifetimeSeconds: 300 });
       // The stalled PATCH answer outlives the first token.
       const proxy = await startFaultProxy(tokens.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 3500 } }]);
       const ref = `${proxy.host}/features/token:1`;

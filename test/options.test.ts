@@ -62,6 +62,7 @@ describe("parseCommand", () => {
     [["--concurrency", "0", "a.io/x"], /--concurrency/],
     [["--compression", "brotli", "a.io/x"], /--compression: "brotli" must be one of gzip, zstd/],
     [["--chunk-size", "lots", "a.io/x"], /--chunk-size/],
+    [["--chunk-size", "1", "a.io/x"], /--chunk-size: "1" is below the smallest sensible chunk, 1 KiB/],
     [["--retries", "-1", "a.io/x"], /--retries/],
     [["--timeout", "0", "a.io/x"], /--timeout/],
     [["--tag", "bad/tag", "a.io/x"], /invalid tag/],

@@ -41,6 +41,8 @@ export interface TokenRegistryOptions {
   password?: string;
   /** `expires_in` of new tokens; default 300 (Docker Hub's value). Change later with setTokenLifetime(). */
   tokenLifetimeSeconds?: number;
+  /** What `expires_in` claims, when it should differ from the real lifetime (a token that dies early). */
+  advertisedLifetimeSeconds?: number;
   /** What a token request without credentials gets: a pull-only token (default) or a 401. */
   anonymous?: "pull" | "deny";
   /** RSA 2048 + RS256 (default) or EC P-256 + ES256. */
@@ -288,7 +290,8 @@ export async function startTokenRegistry(opts: TokenRegistryOptions = {}): Promi
         }
         const token = issueToken({ subject: creds?.username ?? "", audience: service ?? TOKEN_SERVICE, access });
         record.status = 200;
-        return jsonResponse(200, { token, access_token: token, expires_in: lifetime, issued_at: new Date().toISOString() });
+        const expiresIn = opts.advertisedLifetimeSeconds ?? lifetime;
+        return jsonResponse(200, { token, access_token: token, expires_in: expiresIn, issued_at: new Date().toISOString() });
       },
     });
     const realm = `http://127.0.0.1:${server.port}/token`;
