@@ -83,6 +83,8 @@ export class RegistryClient {
   private readonly auth: Authenticator;
   private readonly retry: RetryPolicy;
   private readonly log: Logger;
+  /** The credentials passed GET /v2/: a later 401 means "not allowed", not "wrong password". */
+  private readAccepted = false;
   /** Bytes per ms of the slowest upload so far; unknown until a large body went through. */
   private linkRate?: number;
 
@@ -209,7 +211,10 @@ export class RegistryClient {
       response = await this.send("GET", "/v2/", { what: `cannot reach ${this.base}` });
     }
     if (isTransientStatus(response.status)) response = await this.send("GET", "/v2/", { what: `registry ${host}` });
-    if (response.ok) return drain(response);
+    if (response.ok) {
+      this.readAccepted = credentials !== undefined;
+      return drain(response);
+    }
     if (response.status === 401) {
       await drain(response);
       throw new PushError(
@@ -225,10 +230,15 @@ export class RegistryClient {
   async failure(response: Response, context: string): Promise<RegistryError> {
     const body = await response.text().catch(() => "");
     const failure = describeFailure(response.status, response.statusText, response.headers.get("content-type") ?? "", body);
-    const text =
-      response.status === 401 && !this.options.credentials
-        ? `the registry requires authentication (${failure.text.replace(/ \(the registry did not accept.*\)$/, "")}): set USERNAME_REGISTRY=<user> and pipe the password on stdin`
-        : failure.text;
+    const plain = failure.text.replace(/ \(the registry did not accept.*\)$/, "");
+    const { credentials } = this.options;
+    let text = failure.text;
+    if (response.status === 401 && !credentials) {
+      text = `the registry requires authentication (${plain}): set USERNAME_REGISTRY=<user> and pipe the password on stdin`;
+    } else if (response.status === 401 && this.readAccepted) {
+      // serverless-registry answers a READONLY user's write with the same 401 as a wrong password.
+      text = `the registry accepted user "${credentials?.username}" for reading but refused this (${plain}): is it a read-only user?`;
+    }
     return new RegistryError(`${context}: ${text}`, failure.status, failure.code);
   }
 

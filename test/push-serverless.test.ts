@@ -99,4 +99,18 @@ describe("serverless-registry emulation", () => {
     expect(registry.requests.filter((r) => r.method === "PATCH")).toHaveLength(0);
     expect(registry.manifests.size).toBe(0);
   }, 120_000);
+
+  test("a read-only user: reading passes, the first write is refused with a clear message and no retry", async () => {
+    const registry = await start({ readonlyUsername: "reader", readonlyPassword: "r3ad" });
+    const result = await runCli(["--concurrency", "1", "--archive", written.path, `${registry.host}/team/app:ro`], {
+      cwd: await makeTempDir("readonly-"),
+      stdin: "r3ad\n",
+      env: { USERNAME_REGISTRY: "reader", INSECURE_HTTP_PUSH: "true" },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/error: layer 1\/2 sha256:[a-f0-9]{12}: opening an upload session: the registry accepted user "reader" for reading but refused this \(HTTP 401 UNAUTHORIZED: .*\): is it a read-only user\?/);
+    expect(result.stderr).not.toContain("retrying");
+    expect(registry.requests.filter((r) => r.method === "POST")).toHaveLength(1);
+    expect(registry.manifests.size).toBe(0);
+  }, 60_000);
 });

@@ -19,6 +19,12 @@ export interface EmulatorOptions {
   username?: string;
   /** Default "secret". */
   password?: string;
+  /**
+   * A pull-only user, like serverless-registry's READONLY_USERNAME/READONLY_PASSWORD: GET and HEAD
+   * pass; anything else gets the same 401 as bad credentials (its verifyPayload refuses the request).
+   */
+  readonlyUsername?: string;
+  readonlyPassword?: string;
   /** Default true; false = behave like a proxy-limited registry that sends no chunk headers. */
   advertiseChunkHeaders?: boolean;
 }
@@ -56,7 +62,8 @@ const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 /** Bun's own limit must never be what answers: the emulated edge decides. */
 const BUN_BODY_LIMIT = 2 ** 40;
 
-type Settings = Required<EmulatorOptions>;
+type Settings = Required<Omit<EmulatorOptions, "readonlyUsername" | "readonlyPassword">> &
+  Pick<EmulatorOptions, "readonlyUsername" | "readonlyPassword">;
 
 interface UploadSession {
   name: string;
@@ -106,6 +113,8 @@ export async function startServerlessEmulator(opts: EmulatorOptions = {}): Promi
     edgeLimit: opts.edgeLimit ?? maxChunk,
     username: opts.username ?? "user",
     password: opts.password ?? "secret",
+    readonlyUsername: opts.readonlyUsername,
+    readonlyPassword: opts.readonlyPassword,
     advertiseChunkHeaders: opts.advertiseChunkHeaders ?? true,
   });
   const server = Bun.serve({
@@ -199,12 +208,15 @@ class ServerlessRegistry {
     if (username === "") return null;
     const given = ctx.headers.get("authorization");
     if (given === `Basic ${btoa(`${username}:${password}`)}`) return null;
+    const { readonlyUsername, readonlyPassword } = this.settings;
+    const readOnly = readonlyUsername !== undefined && given === `Basic ${btoa(`${readonlyUsername}:${readonlyPassword ?? ""}`)}`;
+    if (readOnly && (ctx.method === "GET" || ctx.method === "HEAD")) return null;
     const headers = { "WWW-Authenticate": `Basic realm="${ctx.url.href}"` };
     // An anonymous GET /v2/ is the standard way to discover the auth scheme, not a mistake.
     if (given === null && ctx.method === "GET" && ctx.url.pathname === "/v2/") {
       return errorResponse(401, "UNAUTHORIZED", "authentication required", null, headers);
     }
-    const why = given === null ? "no Authorization header" : "wrong credentials";
+    const why = given === null ? "no Authorization header" : readOnly ? "a read-only user may not push" : "wrong credentials";
     return reject(ctx, 401, "UNAUTHORIZED", `authentication required (${why})`, null, headers);
   }
 
