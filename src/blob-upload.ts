@@ -2,7 +2,7 @@ import { planUpload, type Chunk, type ChunkLimits, type UploadPlan } from "./chu
 import { PushError } from "./errors.ts";
 import type { BlobSource } from "./layers.ts";
 import type { Logger } from "./log.ts";
-import { drain, NetworkError, type RegistryClient } from "./registry.ts";
+import { NetworkError, type RegistryClient } from "./registry.ts";
 import { isTransientStatus, parseRetryAfter } from "./retry.ts";
 
 export interface UploadOptions {
@@ -110,10 +110,7 @@ class BlobUpload {
     const head = await this.client.send("HEAD", `/v2/${this.repository}/blobs/${this.blob.digest}`, {
       what: `${this.label}: checking whether the registry has it`,
     });
-    if (head.ok || head.status === 404) {
-      await drain(head);
-      return head.ok;
-    }
+    if (head.ok || head.status === 404) return head.ok;
     throw await this.client.failure(head, `${this.label}: checking whether the registry has it`);
   }
 
@@ -125,7 +122,6 @@ class BlobUpload {
       what,
     });
     if (opened.status !== 202) throw await this.client.failure(opened, what);
-    await drain(opened);
     this.location = this.newest(opened);
     this.limits = {
       min: headerNumber(opened, "oci-chunk-min-length"),
@@ -161,7 +157,6 @@ class BlobUpload {
         if (!isTransientStatus(put.status)) throw await this.client.failure(put, what);
         reason = `HTTP ${put.status}`;
         wait = parseRetryAfter(put.headers.get("retry-after"), Date.now());
-        await drain(put);
       } catch (error) {
         reason = this.recoverable(error);
       }
@@ -189,7 +184,6 @@ class BlobUpload {
           onProgress: (sent) => this.options.onProgress?.(chunk.start + sent, { index: i + 1, count: chunks.length }),
         });
         if (patch.status === 202) {
-          await drain(patch);
           this.location = this.newest(patch);
           const offset = uploadOffset(patch.headers.get("range"));
           if (offset === undefined || offset === chunk.end + 1) {
@@ -202,7 +196,6 @@ class BlobUpload {
           reason = `the registry reports it holds bytes ${patch.headers.get("range")}, expected 0-${chunk.end}`;
         } else if (isTransientStatus(patch.status) || patch.status === 416 || patch.status === 404) {
           // A 416 carries serverless-registry's current state: follow its Location.
-          await drain(patch);
           this.location = this.newest(patch);
           reason = `HTTP ${patch.status}`;
           wait = parseRetryAfter(patch.headers.get("retry-after"), Date.now());
@@ -229,7 +222,6 @@ class BlobUpload {
     if (status.status !== 204 && status.status !== 200 && status.status !== 202 && status.status !== 404) {
       throw await this.client.failure(status, what);
     }
-    await drain(status);
     if (status.status === 404) return this.restart(planned, "the registry lost the upload session");
     this.location = this.newest(status);
     const offset = uploadOffset(status.headers.get("range")) ?? 0;
@@ -274,12 +266,11 @@ class BlobUpload {
       throw error;
     }
     if (put.status === 201) return this.committed(put, what);
-    if (await this.exists()) return drain(put);
+    if (await this.exists()) return;
     throw await this.client.failure(put, what);
   }
 
-  private async committed(response: Response, what: string): Promise<void> {
-    await drain(response);
+  private committed(response: Response, what: string): void {
     const stored = response.headers.get("docker-content-digest");
     if (stored && stored !== this.blob.digest) {
       throw new PushError(`${what}: the registry stored ${stored}, not ${this.blob.digest}`);
@@ -315,8 +306,7 @@ class BlobUpload {
     const location = this.location;
     this.location = "";
     try {
-      const response = await this.client.send("DELETE", location, { retry: false, detached: true, idleTimeoutMs: 5000 });
-      await drain(response);
+      await this.client.send("DELETE", location, { retry: false, detached: true, idleTimeoutMs: 5000 });
     } catch {
       // The push already failed or moves on in a new session; the session will expire on its own.
     }

@@ -1,6 +1,6 @@
 import { PushError } from "./errors.ts";
 import type { BuiltManifest } from "./manifest.ts";
-import { drain, type RegistryClient } from "./registry.ts";
+import type { RegistryClient } from "./registry.ts";
 
 /** PUTs the manifest under a tag and checks the registry named the same bytes we sent. */
 export async function putManifest(
@@ -15,7 +15,6 @@ export async function putManifest(
   });
   const what = `manifest ${repository}:${tag}`;
   if (response.status !== 201) throw await client.failure(response, `${what}: upload failed`);
-  await drain(response);
   const stored = response.headers.get("docker-content-digest");
   if (stored && stored !== manifest.digest) {
     throw new PushError(`${what}: the registry reports digest ${stored}, but the bytes sent hash to ${manifest.digest}`);

@@ -65,10 +65,10 @@ class IdleTimeout extends Error {
 }
 
 /**
- * Reads a response we only need the headers of to its end, so its connection can be reused. (Bun's
- * node-fetch gives `body` as a Node stream, which has no `cancel`.)
+ * Reads a raw fetch response we only need the headers of to its end, so its connection can be reused.
+ * (Answers from `send` arrive with their bodies read already.)
  */
-export async function drain(response: Response): Promise<void> {
+async function drain(response: Response): Promise<void> {
   await response.arrayBuffer().catch(() => undefined);
 }
 
@@ -122,7 +122,6 @@ export class RegistryClient {
         if (response.status === 401 && !reauthenticated) {
           reauthenticated = true;
           if (await this.auth.unauthorized(response.headers.get("www-authenticate"), authorization)) {
-            await drain(response);
             attempt--;
             continue;
           }
@@ -130,7 +129,6 @@ export class RegistryClient {
         if (!isTransientStatus(response.status) || attempt > retries) return response;
         reason = `HTTP ${response.status}`;
         retryAfter = parseRetryAfter(response.headers.get("retry-after"), Date.now());
-        await drain(response);
       } catch (error) {
         if (!options.detached) this.options.signal?.throwIfAborted();
         if (error instanceof PushError) throw error;
@@ -213,10 +211,9 @@ export class RegistryClient {
     if (isTransientStatus(response.status)) response = await this.send("GET", "/v2/", { what: `registry ${host}` });
     if (response.ok) {
       this.readAccepted = credentials !== undefined;
-      return drain(response);
+      return;
     }
     if (response.status === 401) {
-      await drain(response);
       throw new PushError(
         credentials
           ? `registry ${host} rejected the username "${credentials.username}" or its password (HTTP 401)`
