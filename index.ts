@@ -6,22 +6,22 @@
  */
 import { join } from "node:path";
 import packageJson from "./package.json" with { type: "json" };
-import { readArchive } from "./src/archive.ts";
-import { BlobCache } from "./src/cache.ts";
-import { resolveCredentials } from "./src/credentials.ts";
+import { readArchive } from "./src/sources/archive.ts";
+import { BlobCache } from "./src/layers/cache.ts";
+import { resolveCredentials } from "./src/cli/credentials.ts";
 import { Interrupted, PushError, UsageError } from "./src/errors.ts";
 import type { Logger } from "./src/log.ts";
-import { buildManifest } from "./src/manifest.ts";
-import { putManifest } from "./src/manifest-upload.ts";
-import { parseCommand, USAGE } from "./src/options.ts";
-import { chooseMode, createProgress, type Progress } from "./src/progress.ts";
-import { promptHidden } from "./src/prompt.ts";
-import { pushImageBlobs } from "./src/push-blobs.ts";
-import { formatReference } from "./src/reference.ts";
-import { RegistryClient } from "./src/registry.ts";
-import { jsonReport, resultLine, summaryLines } from "./src/report.ts";
-import { DEFAULT_RETRY } from "./src/retry.ts";
-import { saveImage } from "./src/save-image.ts";
+import { buildManifest } from "./src/model/manifest.ts";
+import { putManifest } from "./src/registry/manifest-put.ts";
+import { parseCommand, USAGE } from "./src/cli/options.ts";
+import { chooseMode, createProgress, type Progress } from "./src/cli/progress.ts";
+import { promptHidden } from "./src/cli/prompt.ts";
+import { pushImageBlobs } from "./src/push/blobs.ts";
+import { formatReference } from "./src/model/reference.ts";
+import { RegistryClient } from "./src/registry/client.ts";
+import { jsonReport, resultLine, summaryLines } from "./src/cli/report.ts";
+import { DEFAULT_RETRY } from "./src/registry/retry.ts";
+import { saveImage } from "./src/sources/daemon.ts";
 
 let progress: Progress | undefined;
 

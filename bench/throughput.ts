@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { constants, createGzip, createZstdCompress } from "node:zlib";
-import { type Algorithm, closeCompressWorkers, compressRange } from "../src/parallel-compress.ts";
+import { type Algorithm, closeCompressWorkers, compressRange } from "../src/layers/parallel-compress.ts";
 import { WORK_DIR, formatMB, run } from "./support.ts";
 
 interface Variant {

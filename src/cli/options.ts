@@ -1,0 +1,182 @@
+import { parseArgs } from "node:util";
+import { UsageError } from "../errors.ts";
+import { parseReference, type Reference } from "../model/reference.ts";
+
+export type Compression = "gzip" | "zstd";
+
+export interface Options {
+  reference: Reference;
+  /** More tags that get the same manifest. */
+  extraTags: string[];
+  /** Push this archive instead of running `docker save`. */
+  archive?: string;
+  /** The program that saves images: `docker`, `podman`, or a path. */
+  engine: string;
+  cacheDir?: string;
+  /** Largest request body to send, when the registry does not advertise one. */
+  chunkCap?: number;
+  /** Layers prepared and uploaded at once. */
+  concurrency: number;
+  compression: Compression;
+  compressionLevel: number;
+  /** Further attempts of a failed request (and of a failed chunk, resumed where the server stands). */
+  retries: number;
+  /** A request that moves no byte for this long is abandoned and retried. */
+  timeoutMs: number;
+  insecure: boolean;
+  username?: string;
+  /** Read the password from stdin even on a terminal (like `docker login --password-stdin`). */
+  passwordStdin: boolean;
+  quiet: boolean;
+  json: boolean;
+  dryRun: boolean;
+}
+
+export type ParsedCommand = { kind: "push"; options: Options } | { kind: "help" } | { kind: "version" };
+
+export const USAGE = `Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>
+
+Pushes a Docker image to a registry in chunks the registry accepts (Cloudflare serverless-registry
+and any OCI registry). Runs \`docker save\` unless --archive is given.
+
+Registry and credentials:
+  -u, --username <user>       user for the registry (env USERNAME_REGISTRY); password from stdin,
+                              a prompt on a terminal, or ~/.docker/config.json when no user is given
+      --password-stdin        read the password from stdin even on a terminal
+      --insecure              plain http, e.g. a registry on localhost (env INSECURE_HTTP_PUSH=true)
+  -t, --tag <tag>             also tag the pushed manifest with <tag> (repeatable)
+
+Image:
+      --archive <file.tar>    push this docker save / podman save / OCI layout tar
+      --engine <docker|podman|path>
+                              what runs \`save\` when no --archive is given (env DOCKER_BIN; default docker)
+      --cache-dir <dir>       where compressed layers are kept (default ./.cache)
+      --compression <gzip|zstd>   for uncompressed layers (default gzip)
+      --compression-level <n>     gzip 1-9 (default 2), zstd 1-19 (default 3)
+
+Upload:
+      --chunk-size <size>     largest request body (bytes, or 95MiB, 100MB, 1GiB; env CHUNK_SIZE)
+      --concurrency <n>       layers prepared and uploaded at once (default 3)
+      --retries <n>           further attempts of a failed request or chunk (default 5)
+      --timeout <seconds>     retry a request that makes no progress for this long (default 60)
+      --dry-run               compress and show what would be uploaded; send nothing but HEADs
+
+Output:
+  -q, --quiet                 print only errors and the result line
+      --json                  print one JSON object with the result on stdout
+  -h, --help                  show this help
+  -v, --version               show the version
+
+Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.`;
+
+// Measured in bench/ on 2 cores: gzip 2 pushes 4% more bytes than skopeo in 0.78x its time; zlib's
+// default 6 is 3% smaller but 1.2x slower. zstd 3 is both smaller and faster.
+const DEFAULT_LEVEL: Record<Compression, number> = { gzip: 2, zstd: 3 };
+const LEVEL_RANGE: Record<Compression, [number, number]> = { gzip: [1, 9], zstd: [1, 19] };
+
+/** Reads the command line and the environment; throws UsageError naming what is wrong. */
+export function parseCommand(argv: string[], env: Record<string, string | undefined>): ParsedCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        username: { type: "string", short: "u" },
+        "password-stdin": { type: "boolean" },
+        insecure: { type: "boolean" },
+        tag: { type: "string", short: "t", multiple: true },
+        archive: { type: "string" },
+        engine: { type: "string" },
+        "cache-dir": { type: "string" },
+        compression: { type: "string" },
+        "compression-level": { type: "string" },
+        "chunk-size": { type: "string" },
+        concurrency: { type: "string" },
+        retries: { type: "string" },
+        timeout: { type: "string" },
+        "dry-run": { type: "boolean" },
+        quiet: { type: "boolean", short: "q" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "v" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0 ? "no image reference given" : `expected one image reference, got ${positionals.length}`,
+    );
+  }
+  const reference = parseReference(positionals[0] as string);
+  const extraTags = (values.tag ?? []).map((tag) => parseReference(`${reference.host}/${reference.repository}:${tag}`).tag);
+  const compression = oneOf(values.compression ?? "gzip", "--compression", ["gzip", "zstd"] as const);
+  const [minLevel, maxLevel] = LEVEL_RANGE[compression];
+  const chunkSize = values["chunk-size"] ?? env.CHUNK_SIZE;
+  const options: Options = {
+    reference,
+    extraTags: extraTags.filter((tag, i) => tag !== reference.tag && extraTags.indexOf(tag) === i),
+    archive: values.archive,
+    engine: values.engine ?? (env.DOCKER_BIN || "docker"),
+    cacheDir: values["cache-dir"],
+    chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseChunkSize(chunkSize),
+    concurrency: parseInteger(values.concurrency ?? "3", "--concurrency", 1, 64),
+    compression,
+    compressionLevel: parseInteger(values["compression-level"] ?? String(DEFAULT_LEVEL[compression]), "--compression-level", minLevel, maxLevel),
+    retries: parseInteger(values.retries ?? "5", "--retries", 0, 100),
+    timeoutMs: parseInteger(values.timeout ?? "60", "--timeout", 1, 86_400) * 1000,
+    insecure: values.insecure ?? /^(1|true|yes)$/i.test(env.INSECURE_HTTP_PUSH ?? ""),
+    username: values.username ?? (env.USERNAME_REGISTRY || undefined),
+    passwordStdin: values["password-stdin"] ?? false,
+    quiet: values.quiet ?? false,
+    json: values.json ?? false,
+    dryRun: values["dry-run"] ?? false,
+  };
+  if (options.passwordStdin && !options.username) {
+    throw new UsageError("--password-stdin needs a user: --username <user> or USERNAME_REGISTRY");
+  }
+  return { kind: "push", options };
+}
+
+const UNITS: Record<string, number> = {
+  "": 1, b: 1,
+  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9,
+  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3,
+};
+
+/** `95MiB`, `100MB`, `1048576`: decimal units are powers of 1000, `i` units powers of 1024. */
+export function parseSize(text: string, flag: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = UNITS[match?.[2]?.toLowerCase() ?? "?"];
+  const bytes = match && unit ? Math.floor(Number(match[1]) * unit) : NaN;
+  if (!(bytes >= 1)) throw new UsageError(`${flag}: "${text}" is not a size (use bytes, or units like 95MiB, 100MB)`);
+  return bytes;
+}
+
+// Smaller chunks only multiply requests; every registry's own minimum is far above this.
+const MIN_CHUNK = 1024;
+
+function parseChunkSize(text: string): number {
+  const bytes = parseSize(text, "--chunk-size");
+  if (bytes < MIN_CHUNK) throw new UsageError(`--chunk-size: "${text}" is below the smallest sensible chunk, 1 KiB`);
+  return bytes;
+}
+
+function parseInteger(text: string, flag: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError(`${flag}: "${text}" must be a whole number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(text: string, flag: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`${flag}: "${text}" must be one of ${allowed.join(", ")}`);
+  return text as T;
+}

@@ -1,0 +1,62 @@
+import { UsageError } from "../errors.ts";
+
+/** Where a push goes: `host[:port]/repository[:tag]`. */
+export interface Reference {
+  host: string;
+  repository: string;
+  tag: string;
+}
+
+const EXPECTED = "expected <host[:port]>/<repository>[:<tag>], e.g. registry.example.com/team/app:1.2";
+// The distribution spec's grammar for repository path components and tags.
+const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * Parses a push target the way Docker does: the first path part is the registry host when it has a
+ * `.` or `:` or is `localhost`. A reference without a host would mean Docker Hub, which this tool does
+ * not guess; a digest cannot be pushed to.
+ */
+export function parseReference(input: string): Reference {
+  if (/^[^/]*@/.test(input)) {
+    // Never echo it: the part before @ may be user:password.
+    throw new UsageError(`a reference cannot carry credentials: set USERNAME_REGISTRY and pipe the password on stdin; ${EXPECTED}`);
+  }
+  if (input.includes("@")) {
+    throw new UsageError(`cannot push to a digest reference "${input}": ${EXPECTED}`);
+  }
+  const slash = input.indexOf("/");
+  const first = slash === -1 ? "" : input.slice(0, slash);
+  if (!(first.includes(".") || first.includes(":") || first === "localhost")) {
+    throw new UsageError(`"${input}" names no registry host: ${EXPECTED}`);
+  }
+  if (!validHost(first)) throw new UsageError(`invalid registry host "${first}" in "${input}": ${EXPECTED}`);
+  let rest = input.slice(slash + 1);
+  let tag = "latest";
+  const colon = rest.lastIndexOf(":");
+  if (colon !== -1) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG.test(tag)) throw new UsageError(`invalid tag "${tag}" in "${input}": ${EXPECTED}`);
+  }
+  if (rest === "" || !rest.split("/").every((part) => COMPONENT.test(part))) {
+    throw new UsageError(
+      `invalid repository "${rest}" in "${input}" (lowercase letters, digits and . _ - separators): ${EXPECTED}`,
+    );
+  }
+  return { host: first, repository: rest, tag };
+}
+
+function validHost(host: string): boolean {
+  const port = /:(\d+)$/.exec(host)?.[1];
+  if (host.includes(":") && (port === undefined || Number(port) < 1 || Number(port) > 65535)) return false;
+  try {
+    return new URL(`https://${host}/`).host.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+export function formatReference(ref: Reference): string {
+  return `${ref.host}/${ref.repository}:${ref.tag}`;
+}

@@ -1,0 +1,144 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { posix } from "node:path";
+import { Header, Pax, type HeaderData } from "tar";
+import { PushError } from "../errors.ts";
+
+/** Where one regular file's bytes sit inside a tar. */
+export interface TarEntry {
+  name: string;
+  offset: number;
+  size: number;
+}
+
+interface RawEntry extends TarEntry {
+  type: string;
+  linkpath?: string;
+}
+
+const BLOCK = 512;
+
+/**
+ * An index of a tar file's entries, so layers can be read in place (a byte range of the tar) instead
+ * of being extracted. node-tar parses headers but does not report byte offsets, so we walk the blocks
+ * ourselves and let its Header and Pax classes decode each one. Entries that could escape a folder
+ * (absolute names, `..`, links pointing out) make the whole archive refused.
+ */
+export class TarIndex {
+  private constructor(
+    readonly path: string,
+    private readonly entries: Map<string, RawEntry>,
+  ) {}
+
+  static async read(path: string): Promise<TarIndex> {
+    const handle = await open(path, "r").catch((error: NodeJS.ErrnoException) => {
+      throw new PushError(`cannot open archive ${path}: ${error.code === "ENOENT" ? "no such file" : error.message}`);
+    });
+    try {
+      return new TarIndex(path, await readEntries(handle, path));
+    } finally {
+      await handle.close();
+    }
+  }
+
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.find(name) !== undefined;
+  }
+
+  /** The regular file behind `name`, following links inside the archive. */
+  find(name: string): TarEntry | undefined {
+    let entry = this.entries.get(clean(name));
+    for (let hops = 0; entry && hops < 16; hops++) {
+      if (entry.type !== "SymbolicLink" && entry.type !== "Link") return entry;
+      entry = this.entries.get(linkTarget(entry));
+    }
+    return undefined;
+  }
+
+  get(name: string): TarEntry {
+    const entry = this.find(name);
+    if (!entry) throw new PushError(`archive ${this.path} has no file "${name}"`);
+    return entry;
+  }
+}
+
+async function readEntries(handle: FileHandle, path: string): Promise<Map<string, RawEntry>> {
+  const stats = await handle.stat();
+  if (!stats.isFile()) throw new PushError(`archive ${path} is not a file`);
+  const fileSize = stats.size;
+  const entries = new Map<string, RawEntry>();
+  const block = Buffer.alloc(BLOCK);
+  let extended: HeaderData | undefined;
+  let global: HeaderData | undefined;
+  const corrupt = (why: string) => new PushError(`archive ${path} is corrupt or truncated: ${why}`);
+
+  for (let offset = 0; offset + BLOCK <= fileSize; ) {
+    const { bytesRead } = await handle.read(block, 0, BLOCK, offset);
+    if (bytesRead < BLOCK) throw corrupt(`short read at byte ${offset}`);
+    const header = new Header(block, 0, extended, global);
+    if (header.nullBlock) return entries;
+    if (!header.cksumValid) throw corrupt(`bad header checksum at byte ${offset}`);
+    const size = header.size ?? 0;
+    const dataOffset = offset + BLOCK;
+    if (dataOffset + size > fileSize) throw corrupt(`entry "${header.path}" ends past the end of the file`);
+    offset = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
+
+    switch (header.type) {
+      case "ExtendedHeader":
+      case "GlobalExtendedHeader":
+      case "NextFileHasLongPath":
+      case "OldGnuLongPath":
+      case "NextFileHasLongLinkpath": {
+        const data = Buffer.alloc(size);
+        await handle.read(data, 0, size, dataOffset);
+        if (header.type === "GlobalExtendedHeader") global = Pax.parse(data.toString("utf8"), global, true);
+        else if (header.type === "ExtendedHeader") extended = Pax.parse(data.toString("utf8"), extended, false);
+        else {
+          const value = data.toString("utf8").replace(/\0.*$/s, "");
+          const key = header.type === "NextFileHasLongLinkpath" ? "linkpath" : "path";
+          extended = { ...extended, [key]: value };
+        }
+        continue;
+      }
+    }
+    extended = undefined;
+    const raw: RawEntry = { name: safeName(header.path ?? "", path), offset: dataOffset, size, type: header.type };
+    if (header.type === "SymbolicLink" || header.type === "Link") {
+      raw.linkpath = header.linkpath ?? "";
+      safeLink(raw, path);
+    }
+    entries.set(raw.name, raw);
+  }
+  // A tar cut short before its end-of-archive blocks still has every entry it lists; only a cut
+  // inside an entry is fatal, and that is caught above.
+  return entries;
+}
+
+function clean(name: string): string {
+  return posix.normalize(name).replace(/^(\.\/)+/, "").replace(/\/+$/, "");
+}
+
+function safeName(name: string, archive: string): string {
+  if (name.startsWith("/") || name.split("/").includes("..")) {
+    throw new PushError(`archive ${archive} has an unsafe entry "${name}" (absolute or with ".."): refusing it`);
+  }
+  return clean(name);
+}
+
+// Symlink targets are relative to the link's folder; hard link targets are archive names.
+function linkTarget(entry: RawEntry): string {
+  const target = entry.linkpath ?? "";
+  return entry.type === "SymbolicLink" ? posix.join(posix.dirname(entry.name), target) : clean(target);
+}
+
+function safeLink(entry: RawEntry, archive: string): void {
+  const target = linkTarget(entry);
+  if ((entry.linkpath ?? "").startsWith("/") || target === ".." || target.startsWith("../")) {
+    throw new PushError(
+      `archive ${archive} has a link "${entry.name}" -> "${entry.linkpath}" pointing outside the archive: refusing it`,
+    );
+  }
+}

@@ -1,0 +1,221 @@
+/** Bad input: each gets a clear message, the right exit code, nothing on stdout, and no secret shown. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { runCli } from "../support/cli.ts";
+import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
+import {
+  makeSampleImage,
+  makeTempDir,
+  writeClassicDockerArchive,
+  writeCorruptArchive,
+  writeEvilArchive,
+  type WrittenArchive,
+} from "../support/fixtures.ts";
+import { freePort, runOk, waitFor } from "../support/ports.ts";
+
+let registry: DockerRegistry;
+let work: string;
+let good: WrittenArchive;
+
+beforeAll(async () => {
+  registry = await startDockerRegistry();
+  work = await makeTempDir("cli-errors-");
+  good = await writeClassicDockerArchive(join(work, "good.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
+}, 60_000);
+
+afterAll(async () => {
+  await registry?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+function push(args: string[], env: Record<string, string> = {}, stdin = `${registry.password}\n`) {
+  return runCli(args, {
+    cwd: work,
+    stdin,
+    env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", ...env },
+  });
+}
+
+describe("usage errors exit 2", () => {
+  test("no arguments", async () => {
+    const result = await runCli([], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("error: no image reference given");
+    expect(result.stderr).toContain("Usage:");
+    expect(result.stdout).toBe("");
+  });
+
+  test("no registry host", async () => {
+    const result = await runCli(["ubuntu:22.04"], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('"ubuntu:22.04" names no registry host: expected <host[:port]>/<repository>[:<tag>]');
+  });
+
+  test("a digest reference", async () => {
+    const result = await runCli([`reg.io/app@sha256:${"a".repeat(64)}`], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("cannot push to a digest reference");
+  });
+
+  test("an unknown flag is named", async () => {
+    const result = await runCli(["--frobnicate", "reg.io/app"], { cwd: work });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("--frobnicate");
+  });
+
+  test("a user without a password on stdin", async () => {
+    const result = await push([`${registry.host}/x/y:1`], {}, "");
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`error: no password for ${registry.username}: pipe it on stdin`);
+  });
+
+  test("--help prints usage on stdout and exits 0", async () => {
+    const result = await runCli(["--help"], { cwd: work });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("--chunk-size");
+    expect(result.stdout).toContain("INSECURE_HTTP_PUSH");
+  });
+});
+
+describe("push failures exit 1 with a clear message", () => {
+  test("wrong password: named user, the password never printed", async () => {
+    const secret = "wrong-Pa55word-xyz";
+    const result = await push(["--archive", good.path, `${registry.host}/x/y:1`], {}, `${secret}\n`);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`registry ${registry.host} rejected the username "${registry.username}" or its password`);
+    expect(result.stderr + result.stdout).not.toContain(secret);
+    expect(result.stderr).not.toContain("retrying");
+  });
+
+  test("no credentials for a registry that needs them says to set USERNAME_REGISTRY", async () => {
+    const result = await runCli(["--archive", good.path, `${registry.host}/x/y:1`], { cwd: work, env: { INSECURE_HTTP_PUSH: "true" } });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin");
+  });
+
+  test("a plain-http registry without INSECURE_HTTP_PUSH names the variable", async () => {
+    const result = await push(["--archive", good.path, `${registry.host}/x/y:1`], { INSECURE_HTTP_PUSH: "" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`registry ${registry.host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true`);
+  });
+
+  test("nothing listening on the port", async () => {
+    const port = await freePort();
+    const result = await push(["--retries", "1", "--archive", good.path, `127.0.0.1:${port}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/retrying in [\d.]+ s \(attempt 2 of 2\)/);
+    expect(result.stderr).toContain(`error: cannot reach http://127.0.0.1:${port}: `);
+    expect(result.stderr).toContain("(gave up after 2 attempts)");
+  });
+
+  test("a missing archive", async () => {
+    const result = await push(["--archive", join(work, "nope.tar"), `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot open archive ${join(work, "nope.tar")}: no such file`);
+  });
+
+  test("an archive path that is a folder", async () => {
+    const result = await push(["--archive", work, `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`error: archive ${work} is not a file\n`);
+  });
+
+  test("a truncated archive", async () => {
+    const corrupt = await writeCorruptArchive(join(work, "corrupt.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
+    const result = await push(["--archive", corrupt.path, `${registry.host}/x/y:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`archive ${corrupt.path} is corrupt or truncated`);
+  });
+
+  test("a layer whose bytes do not match the config's diff_id is caught before upload", async () => {
+    const path = join(work, "flipped.tar");
+    const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
+    // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
+    const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
+    bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+    await Bun.write(path, bytes);
+    const result = await push(["--archive", path, `${registry.host}/x/flipped:1`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/layer 1\/4 of archive .*flipped\.tar is corrupt: its content hashes to sha256:[a-f0-9]{64}, but the image config says/);
+    expect((await readdir(join(work, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+  });
+
+  test("an archive with a ../ entry is refused and nothing is written outside", async () => {
+    const cwd = await makeTempDir("evil-cwd-");
+    const evil = await writeEvilArchive(join(cwd, "evil.tar"), "dotdot");
+    const result = await runCli(["--archive", evil.path, `${registry.host}/x/y:1`], {
+      cwd,
+      stdin: `${registry.password}\n`,
+      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`has an unsafe entry "../${evil.escapeName}"`);
+    for (const path of [...evil.mustNotExist, join(cwd, "..", evil.escapeName)]) expect(existsSync(path)).toBe(false);
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  test("a failing docker save shows docker's stderr and leaves no partial archive", async () => {
+    const cwd = await makeTempDir("fake-docker-");
+    const bin = join(cwd, "bin");
+    await mkdir(bin);
+    const id = "c".repeat(64);
+    await writeFile(
+      join(bin, "docker"),
+      `#!/bin/sh\nif [ "$1" = image ]; then echo sha256:${id}; exit 0; fi\necho "Error response from daemon: disk on fire" >&2\nexit 1\n`,
+      { mode: 0o755 },
+    );
+    const ref = `${registry.host}/x/saved:1`;
+    const result = await runCli([ref], {
+      cwd,
+      stdin: `${registry.password}\n`,
+      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", PATH: `${bin}:${process.env.PATH}` },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`error: docker save ${ref} failed: Error response from daemon: disk on fire`);
+    expect((await readdir(cwd)).filter((f) => f.includes(".tar"))).toEqual([]);
+    await rm(cwd, { recursive: true, force: true });
+  });
+
+  test("an https registry with an untrusted certificate: no plain-http advice, a CA hint, no retry storm", async () => {
+    const tls = await startTlsRegistry();
+    try {
+      const result = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work });
+      expect(result.code).toBe(1);
+      expect(result.stderr).not.toContain("INSECURE_HTTP_PUSH");
+      expect(result.stderr).not.toContain("retrying");
+      expect(result.stderr).toContain(`cannot reach https://${tls.host}: DEPTH_ZERO_SELF_SIGNED_CERT`);
+      expect(result.stderr).toContain("NODE_EXTRA_CA_CERTS=<ca.pem>");
+
+      const trusted = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work, env: { NODE_EXTRA_CA_CERTS: tls.certificate } });
+      expect(trusted.code).toBe(0);
+    } finally {
+      await tls.stop();
+    }
+  }, 60_000);
+});
+
+/** docker-registry serving https with a fresh self-signed certificate, no auth. */
+async function startTlsRegistry(): Promise<{ host: string; certificate: string; stop(): Promise<void> }> {
+  const dir = await makeTempDir("tls-registry-");
+  const port = await freePort();
+  const certificate = join(dir, "cert.pem");
+  await runOk(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=127.0.0.1",
+    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", certificate]);
+  await writeFile(
+    join(dir, "config.yml"),
+    `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n  tls:\n    certificate: ${certificate}\n    key: ${dir}/key.pem\n`,
+  );
+  const child = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], { stdout: "ignore", stderr: "ignore" });
+  await waitFor(() => fetch(`https://127.0.0.1:${port}/v2/`, { tls: { rejectUnauthorized: false } }).then((r) => r.ok), 10_000, "tls registry");
+  return {
+    host: `127.0.0.1:${port}`,
+    certificate,
+    async stop() {
+      child.kill();
+      await child.exited;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

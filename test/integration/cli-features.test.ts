@@ -1,0 +1,254 @@
+/**
+ * What makes the tool feel like docker push: progress on a terminal and in logs, --quiet and --json,
+ * extra tags, dry runs, token auth, Docker config credentials, a password prompt, and podman as engine.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
+import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
+import { startFaultProxy } from "../support/fault-proxy.ts";
+import { digestOf, makeConfig, makeLayerTar, makeSampleImage, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { PodmanStore } from "../support/podman.ts";
+import { run } from "../support/ports.ts";
+import { pullAndVerify, skopeo } from "../support/skopeo.ts";
+import { startTokenRegistry, type TokenRegistry } from "../support/token-registry.ts";
+
+const MiB = 1024 * 1024;
+let registry: DockerRegistry;
+let work: string;
+let small: WrittenArchive;
+let chunky: WrittenArchive;
+
+beforeAll(async () => {
+  [registry, work] = await Promise.all([startDockerRegistry(), makeTempDir("cli-features-")]);
+  small = await writeClassicDockerArchive(join(work, "small.tar"), makeSampleImage({ bigBytes: 256 * 1024 }));
+  const layers = [makeLayerTar({ "noise.bin": randomBytes(13 * MiB) }), makeLayerTar({ "a.txt": "a\n" })];
+  chunky = await writeClassicDockerArchive(join(work, "chunky.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))) });
+}, 60_000);
+
+afterAll(async () => {
+  await registry?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+const auth = () => ({ USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" });
+const pull = (ref: string) => pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
+
+/** Runs the CLI inside a pseudo-terminal (util-linux `script`), as a person at a terminal would. */
+async function runInTerminal(args: string[], env: Record<string, string>, input: string, cwd: string) {
+  const command = [process.execPath, "run", CLI_ENTRY, ...args].map((a) => `'${a}'`).join(" ");
+  const child = Bun.spawn(["script", "-qfec", `stty cols 100 rows 40; ${command}`, "/dev/null"], {
+    cwd,
+    env: cliEnv(env),
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  // Typed once the prompt had time to appear, like a person would.
+  setTimeout(() => {
+    child.stdin.write(input);
+    child.stdin.flush();
+  }, 1500);
+  const [output, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+  return { code, output };
+}
+
+describe("output", () => {
+  test("on a terminal: the password prompt hides what is typed, progress redraws in place, the summary ends it", async () => {
+    const ref = `${registry.host}/features/tty:1`;
+    const cwd = await makeTempDir("tty-");
+    const { code, output } = await runInTerminal(["--chunk-size", "5MiB", "--archive", chunky.path, ref], auth(), `${registry.password}\r`, cwd);
+    expect(code).toBe(0);
+    expect(output).toContain(`Password for ${registry.username}@${registry.host}: `);
+    expect(output).not.toContain(registry.password);
+    expect(output).toMatch(/\x1b\[\d+A/); // cursor up: the live lines are redrawn in place
+    expect(output).toContain("\x1b[2K");
+    expect(output).toMatch(/layer 1\/2 [a-f0-9]{12} +pushed +13\.\d MB in 3 chunks/);
+    expect(output).toMatch(/total +3\/3 blobs/);
+    const tail = output.trimEnd().split(/\r?\n/).slice(-3);
+    expect(tail[0]).toMatch(/^1: digest: sha256:[a-f0-9]{64} size: \d+/);
+    expect(tail[1]).toMatch(/^3 blobs: 3 pushed, 0 already present; \d+ bytes sent/);
+    expect(tail[2]).toBe(`${ref}@${(await pull(ref)).manifestDigest}`);
+  }, 60_000);
+
+  test("piped (CI logs): plain lines, one per event, no carriage returns or escape codes", async () => {
+    const ref = `${registry.host}/features/plain:1`;
+    const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await makeTempDir("plain-"), stdin: `${registry.password}\n`, env: auth() });
+    expect(result.code).toBe(0);
+    expect(result.stderr).not.toMatch(/[\r\x1b]/);
+    const lines = result.stderr.trimEnd().split("\n");
+    expect(lines).toContainEqual(expect.stringMatching(/^layer 1\/2 sha256:[a-f0-9]{12}: uploading 13\.\d MB \(in 3 chunks\)$/));
+    expect(lines).toContainEqual(expect.stringMatching(/^layer 1\/2 sha256:[a-f0-9]{12}: chunk 2\/3 done \([\d.]+\/13\.\d MB\)$/));
+    expect(lines.at(-1)).toMatch(/^3 blobs: 3 pushed, 0 already present; \d+ bytes sent$/);
+    expect(result.stdout).toBe(`${ref}@${(await pull(ref)).manifestDigest}\n`);
+  }, 60_000);
+
+  test("--quiet: nothing on stderr, the result line alone on stdout", async () => {
+    const ref = `${registry.host}/features/quiet:1`;
+    const result = await runCli(["--quiet", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe("");
+    expect(result.stdout).toMatch(new RegExp(`^${ref.replaceAll(".", "\\.")}@sha256:[a-f0-9]{64}\\n$`));
+  }, 60_000);
+
+  test("--json: one object on stdout with the reference, digest, tags and every blob", async () => {
+    const ref = `${registry.host}/features/json:1`;
+    const result = await runCli(["--json", "-t", "extra", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
+    expect(result.code).toBe(0);
+    expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);
+    const report = JSON.parse(result.stdout);
+    const pulled = await pull(ref);
+    expect(Object.keys(report)).toEqual(["reference", "repository", "tags", "digest", "mediaType", "size", "dryRun", "blobs"]);
+    expect(report).toMatchObject({
+      reference: `${ref}@${pulled.manifestDigest}`,
+      repository: `${registry.host}/features/json`,
+      tags: ["1", "extra"],
+      digest: pulled.manifestDigest,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      size: pulled.manifestBytes.length,
+      dryRun: false,
+    });
+    expect(report.blobs).toHaveLength(4); // config + 3 distinct layers (one appears twice)
+    for (const blob of report.blobs) {
+      expect(Object.keys(blob)).toEqual(["name", "digest", "size", "mediaType", "status", "chunks"]);
+      expect(blob.status === "pushed" || blob.status === "skipped").toBe(true);
+    }
+    expect(report.blobs.map((b: { digest: string }) => b.digest).sort()).toEqual([pulled.configDigest, ...new Set(pulled.layerDigests)].sort());
+  }, 60_000);
+});
+
+describe("tags and dry runs", () => {
+  test("--tag: every extra tag resolves to the same digest", async () => {
+    const ref = `${registry.host}/features/tags:1.2.3`;
+    const result = await runCli(["-t", "1.2", "--tag", "latest", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
+    expect(result.code).toBe(0);
+    const digest = result.stdout.trim().split("@")[1];
+    for (const tag of ["1.2.3", "1.2", "latest"]) {
+      expect((await pull(`${registry.host}/features/tags:${tag}`)).manifestDigest).toBe(digest!);
+    }
+    expect(result.stderr).toContain(`latest: digest: ${digest}`);
+  }, 60_000);
+
+  test("--dry-run: compresses and reports, but sends nothing but the ping and HEADs", async () => {
+    const proxy = await startFaultProxy(registry.url);
+    try {
+      const ref = `${proxy.host}/features/dry:1`;
+      const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await makeTempDir("dry-"), stdin: `${registry.password}\n`, env: auth() });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toMatch(/layer 1\/2 sha256:[a-f0-9]{12}: would push \d+ bytes in 3 chunks of at most 5242880 bytes/);
+      expect(result.stderr).toContain("(dry run: nothing sent)");
+      expect(new Set(proxy.requests.map((r) => r.method))).toEqual(new Set(["GET", "HEAD"]));
+      expect(proxy.requests.filter((r) => r.method === "GET").every((r) => r.path === "/v2/")).toBe(true);
+      const inspect = await skopeo(["inspect", "--tls-verify=false", `--creds=${registry.username}:${registry.password}`, `docker://${registry.host}/features/dry:1`]).catch((e: Error) => e);
+      expect(inspect).toBeInstanceOf(Error);
+    } finally {
+      await proxy.stop();
+    }
+  }, 60_000);
+});
+
+describe("credentials", () => {
+  test("token auth: a Bearer registry and its token service; a token refused mid-push is renewed", async () => {
+    let tokens: TokenRegistry | undefined;
+    try {
+      // The token dies after 2 s but claims 300: only the registry's 401 can tell the client.
+      tokens = await startTokenRegistry({ tokenLifetimeSeconds: 2, advertisedLifetimeSeconds: 300 });
+      // The stalled PATCH answer outlives the first token.
+      const proxy = await startFaultProxy(tokens.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 3500 } }]);
+      const ref = `${proxy.host}/features/token:1`;
+      const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], {
+        cwd: await makeTempDir("token-"),
+        stdin: `${tokens.password}\n`,
+        env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
+      });
+      await proxy.stop();
+      expect(result.stderr).not.toContain(tokens.password);
+      expect(result.code).toBe(0);
+      const granted = tokens.tokenRequests.filter((r) => r.authorized && r.scope?.includes("repository:features/token:pull,push"));
+      expect(granted.length).toBeGreaterThanOrEqual(2);
+      const pulled = await pullAndVerify({ ref: `${tokens.host}/features/token:1`, username: tokens.username, password: tokens.password, tlsVerify: false });
+      expect(result.stdout).toBe(`${ref}@${pulled.manifestDigest}\n`);
+    } finally {
+      await tokens?.stop();
+    }
+  }, 60_000);
+
+  test("token auth with a wrong password names the token service", async () => {
+    const tokens = await startTokenRegistry();
+    try {
+      const result = await runCli(["--archive", small.path, `${tokens.host}/features/token:bad`], {
+        cwd: work,
+        stdin: "wrong-password\n",
+        env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
+      });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/the token service http:\/\/127\.0\.0\.1:\d+ rejected the username "[^"]+" or its password \(HTTP 401\)/);
+      expect(result.stderr).not.toContain("wrong-password");
+    } finally {
+      await tokens.stop();
+    }
+  }, 60_000);
+
+  test("~/.docker/config.json auths (DOCKER_CONFIG) are used when no user is given", async () => {
+    const dockerConfig = await makeTempDir("docker-config-");
+    const auth64 = Buffer.from(`${registry.username}:${registry.password}`).toString("base64");
+    await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ auths: { [`http://${registry.host}`]: { auth: auth64 } } }));
+    const ref = `${registry.host}/features/config:1`;
+    const result = await runCli(["--archive", small.path, ref], { cwd: work, env: { DOCKER_CONFIG: dockerConfig, INSECURE_HTTP_PUSH: "true" } });
+    expect(result.code).toBe(0);
+    await pull(ref);
+  }, 60_000);
+
+  test("a credential helper named in credHelpers is run for the registry", async () => {
+    const dockerConfig = await makeTempDir("docker-config-");
+    const bin = join(dockerConfig, "bin");
+    await mkdir(bin);
+    const log = join(dockerConfig, "helper.log");
+    await writeFile(
+      join(bin, "docker-credential-fake"),
+      `#!/bin/sh\nread server\necho "$1 $server" >> ${log}\nprintf '{"ServerURL":"%s","Username":"${registry.username}","Secret":"${registry.password}"}' "$server"\n`,
+      { mode: 0o755 },
+    );
+    await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ credsStore: "missing-store", credHelpers: { [registry.host]: "fake" } }));
+    const ref = `${registry.host}/features/helper:1`;
+    const result = await runCli(["--archive", small.path, ref], {
+      cwd: work,
+      env: { DOCKER_CONFIG: dockerConfig, INSECURE_HTTP_PUSH: "true", PATH: `${bin}:${process.env.PATH}` },
+    });
+    expect(result.code).toBe(0);
+    expect(await Bun.file(log).text()).toBe(`get ${registry.host}\n`);
+    await pull(ref);
+  }, 60_000);
+});
+
+describe("engines", () => {
+  test("--engine podman pushes an image that exists only in podman's storage", async () => {
+    const store = await PodmanStore.create();
+    try {
+      const ctx = join(store.dir, "ctx");
+      await mkdir(ctx);
+      await writeFile(join(ctx, "hello.txt"), "only in podman\n");
+      await writeFile(join(ctx, "Containerfile"), "FROM scratch\nCOPY hello.txt /hello.txt\n");
+      const ref = `${registry.host}/features/podman:1`;
+      await store.build(ctx, ref);
+      // Plain `podman` reads these, so it sees the test's private store and never the machine's.
+      const storageConf = join(store.dir, "storage.conf");
+      const containersConf = join(store.dir, "containers.conf");
+      await writeFile(storageConf, `[storage]\ndriver = "vfs"\ngraphroot = "${store.dir}/root"\nrunroot = "${store.dir}/runroot"\n`);
+      await writeFile(containersConf, `[engine]\ntmp_dir = "${store.dir}/tmp"\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\nvolume_path = "${store.dir}/volumes"\n[network]\nnetwork_config_dir = "${store.dir}/net"\n`);
+      const env = { ...auth(), CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_CONF: containersConf, PATH: `/nonexistent-docker:${process.env.PATH}` };
+      const exists = await run(["podman", "image", "exists", ref], { env: cliEnv(env) });
+      expect(exists.code).toBe(0);
+
+      const cwd = await makeTempDir("engine-");
+      const result = await runCli(["--engine", "podman", ref], { cwd, stdin: `${registry.password}\n`, env });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain("with podman save");
+      expect((await pull(ref)).manifestDigest).toBe(result.stdout.trim().split("@")[1]!);
+    } finally {
+      await store.destroy();
+    }
+  }, 90_000);
+});
