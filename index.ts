@@ -1,35 +1,40 @@
 #!/usr/bin/env bun
 /**
- * Pushes a Docker image to a registry that caps request bodies (Cloudflare's serverless-registry)
+ * Pushes a container image to a registry that caps request bodies (Cloudflare's serverless-registry)
  * or any OCI registry:
  *   echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts <host[:port]/repository[:tag]>
+ * The flow: options -> credentials and the registry -> the image's source -> push -> report.
  */
 import { join } from "node:path";
 import packageJson from "./package.json" with { type: "json" };
-import { readArchive } from "./src/sources/archive.ts";
-import { BlobCache } from "./src/layers/cache.ts";
 import { resolveCredentials } from "./src/cli/credentials.ts";
-import { Interrupted, PushError, UsageError } from "./src/errors.ts";
-import type { Logger } from "./src/log.ts";
-import { buildManifest } from "./src/model/manifest.ts";
-import { putManifest } from "./src/registry/manifest-put.ts";
-import { parseCommand, USAGE } from "./src/cli/options.ts";
+import { parseCommand, USAGE, type Options } from "./src/cli/options.ts";
 import { chooseMode, createProgress, type Progress } from "./src/cli/progress.ts";
 import { promptHidden } from "./src/cli/prompt.ts";
-import { pushImageBlobs } from "./src/push/blobs.ts";
+import { jsonFailure, jsonReport, resultLine, summaryLines } from "./src/cli/report.ts";
+import { Interrupted, PushError, UsageError } from "./src/errors.ts";
+import { BlobCache } from "./src/layers/cache.ts";
+import { closeCompressWorkers } from "./src/layers/parallel-compress.ts";
+import { Records } from "./src/layers/records.ts";
+import { Sealer } from "./src/layers/seal.ts";
+import type { Logger } from "./src/log.ts";
 import { formatReference } from "./src/model/reference.ts";
-import { RegistryClient } from "./src/registry/client.ts";
-import { jsonReport, resultLine, summaryLines } from "./src/cli/report.ts";
+import { RepairableError, variantOf } from "./src/push/prepare.ts";
+import { Pusher, type PushResult } from "./src/push/pusher.ts";
+import { RegistryClient, type Credentials } from "./src/registry/client.ts";
 import { DEFAULT_RETRY } from "./src/registry/retry.ts";
-import { saveImage } from "./src/sources/daemon.ts";
+import { openSource, type OpenedSource, type SourceSpec } from "./src/sources/open.ts";
 
 let progress: Progress | undefined;
+let json = false;
 
 async function main(argv: string[]): Promise<number> {
+  json = argv.includes("--json");
   const command = parseCommand(argv, process.env);
   if (command.kind === "help") return print(USAGE);
   if (command.kind === "version") return print(packageJson.version);
   const { options } = command;
+  json = options.json;
   const { reference } = options;
   const target = formatReference(reference);
   progress = createProgress({ stream: process.stderr, mode: chooseMode(process.stderr, options.quiet, process.env) });
@@ -44,52 +49,102 @@ async function main(argv: string[]): Promise<number> {
     prompt: promptHidden,
     env: process.env,
   });
-  const client = new RegistryClient({
-    host: reference.host,
+  const registry = (signal: AbortSignal) => clientFor(options, reference.host, reference.repository, credentials, signal, log);
+  // Check the registry and the credentials before the slow work of saving and compressing.
+  await registry(abort.signal).ping();
+
+  const sealer = await Sealer.load(process.env);
+  const cache = new BlobCache(options.cacheDir ?? join(process.cwd(), ".cache"), sealer);
+  await cache.init();
+  const records = new Records(cache, sealer);
+  const spec = await sourceSpec(options, target, log, abort.signal);
+
+  // A bad cache entry met where the source cannot give the layer again (an image built from the
+  // cache's record) is repaired by pushing once more from a fresh save.
+  let pushed: { result: PushResult; source: OpenedSource } | undefined;
+  for (const repair of [false, true]) {
+    const attempt = new AbortController();
+    const forward = () => attempt.abort(abort.signal.reason);
+    abort.signal.addEventListener("abort", forward, { once: true });
+    try {
+      const pusher = new Pusher({
+        client: registry(attempt.signal),
+        registry: reference.host,
+        repository: reference.repository,
+        tags: [reference.tag, ...options.extraTags],
+        cache,
+        records,
+        compression: { algorithm: options.compression, level: options.compressionLevel },
+        format: options.format,
+        platforms: options.platforms,
+        chunkCap: options.chunkCap,
+        concurrency: options.concurrency,
+        mountFrom: options.from && options.from.host === reference.host ? [options.from.repository, ...options.mountFrom] : options.mountFrom,
+        dryRun: options.dryRun,
+        trustRemoteDigests: true,
+        events: progress,
+        log,
+        abort: attempt,
+      });
+      const variant = variantOf({ algorithm: options.compression, level: options.compressionLevel });
+      const source = await openSource(spec, { sink: pusher.sink, cache, records, variant, image: options.image, noRecord: repair, log, signal: attempt.signal });
+      log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target} from ${source.description}`);
+      pushed = { result: await pusher.push(source.root), source };
+      break;
+    } catch (error) {
+      if (!(error instanceof RepairableError) || repair || spec.kind !== "daemon") throw error;
+      log.warn(`${error.message}; saving the image again to repair the cache`);
+    } finally {
+      abort.signal.removeEventListener("abort", forward);
+    }
+  }
+  if (!pushed) throw new PushError("the push did not complete");
+  progress.finish();
+
+  const { result, source } = pushed;
+  if (options.rmArchive && source.archive && !options.dryRun) {
+    await Bun.file(source.archive).delete().catch(() => undefined);
+    log.info(`Removed ${source.archive}`);
+  }
+  const report = { reference, tags: [reference.tag, ...options.extraTags], result, dryRun: options.dryRun, source: source.description };
+  if (!options.quiet) for (const line of summaryLines(report)) process.stderr.write(`${line}\n`);
+  if (options.json) process.stdout.write(`${jsonReport(report)}\n`);
+  else if (!options.dryRun) process.stdout.write(`${resultLine(report)}\n`);
+  return 0;
+}
+
+/** One registry, one scheme, one set of credentials; a fresh client per attempt so a repair starts clean. */
+function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, scope?: string[]): RegistryClient {
+  return new RegistryClient({
+    host,
     insecure: options.insecure,
     credentials,
-    repository: reference.repository,
-    signal: abort.signal,
+    repository,
+    ...(scope ? { scope } : {}),
+    signal,
     retry: { ...DEFAULT_RETRY, retries: options.retries },
     idleTimeoutMs: options.timeoutMs,
     log,
   });
-  // Check the registry and the credentials before the slow work of saving and compressing.
-  await client.ping();
+}
 
-  const pushFolder = process.cwd();
-  const archivePath = options.archive ?? (await saveImage(options.engine, target, pushFolder, log, abort.signal));
-  const image = await readArchive(archivePath, target);
-  abort.signal.throwIfAborted();
-  log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target}: ${image.layers.length} layers from ${archivePath}`);
-
-  const cache = new BlobCache(options.cacheDir ?? join(pushFolder, ".cache"));
-  await cache.init();
-  const blobs = await pushImageBlobs(image, {
-    client,
-    repository: reference.repository,
-    cache,
-    concurrency: options.concurrency,
-    compression: { algorithm: options.compression, level: options.compressionLevel },
-    chunkCap: options.chunkCap,
-    log,
-    progress,
-    dryRun: options.dryRun,
-    abort,
-  });
-
-  abort.signal.throwIfAborted();
-  const manifest = buildManifest(blobs.config, blobs.layers);
-  const tags = [reference.tag, ...options.extraTags];
-  if (!options.dryRun) {
-    for (const tag of tags) await putManifest(client, reference.repository, tag, manifest);
+async function sourceSpec(options: Options, target: string, log: Logger, signal: AbortSignal): Promise<SourceSpec> {
+  if (options.archive !== undefined) return { kind: "archive", path: options.archive };
+  if (options.from) {
+    const from = options.from;
+    // The source registry's own credentials (Docker config), never the destination's password.
+    const credentials = await resolveCredentials({
+      username: undefined,
+      passwordStdin: false,
+      host: from.host,
+      stdin: { isTTY: true, text: async () => "" },
+      prompt: async () => "",
+      env: process.env,
+    });
+    const client = clientFor(options, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
+    return { kind: "remote", reference: from, client };
   }
-  progress.finish();
-
-  const report = { reference, tags, manifest, blobs: blobs.results, dryRun: options.dryRun };
-  if (!options.quiet) for (const line of summaryLines(report)) process.stderr.write(`${line}\n`);
-  process.stdout.write(`${options.json ? jsonReport(report) : resultLine(report)}\n`);
-  return 0;
+  return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };
 }
 
 function print(text: string): number {
@@ -120,17 +175,20 @@ function stopOnSignals(log: Logger): AbortController {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    closeCompressWorkers();
+    process.exit(code);
+  },
   (error: unknown) => {
     progress?.finish();
-    if (error instanceof UsageError) {
-      process.stderr.write(`error: ${error.message}\n${USAGE.split("\n")[0]}\nRun with --help for the options.\n`);
-      process.exit(2);
-    }
+    const usage = error instanceof UsageError;
     // A stack helps us, not the user; DEBUG=1 shows it.
     const detail = process.env.DEBUG ? (error as Error)?.stack : (error as Error)?.message;
-    const message = error instanceof PushError ? error.message : `unexpected failure: ${detail ?? error}`;
-    process.stderr.write(`error: ${message}\n`);
-    process.exit(error instanceof Interrupted ? 130 : 1);
+    const message = usage || error instanceof PushError ? (error as Error).message : `unexpected failure: ${detail ?? error}`;
+    const code = usage ? 2 : error instanceof Interrupted ? 130 : 1;
+    if (json) process.stdout.write(`${jsonFailure(message, code)}\n`);
+    if (usage) process.stderr.write(`error: ${message}\n${USAGE.split("\n")[0]}\nRun with --help for the options.\n`);
+    else process.stderr.write(`error: ${message}\n`);
+    process.exit(code);
   },
 );

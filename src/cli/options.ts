@@ -1,6 +1,9 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
-import { parseReference, type Reference } from "../model/reference.ts";
+import type { Platform } from "../model/descriptor.ts";
+import type { ManifestFormat } from "../model/media-types.ts";
+import { parsePlatformText } from "../model/platform.ts";
+import { parseReference, parseSourceReference, type Reference, type SourceReference } from "../model/reference.ts";
 
 export type Compression = "gzip" | "zstd";
 
@@ -8,8 +11,20 @@ export interface Options {
   reference: Reference;
   /** More tags that get the same manifest. */
   extraTags: string[];
-  /** Push this archive instead of running `docker save`. */
+  /** Push this archive (tar, .tar.gz, .tar.zst) or OCI layout directory instead of running `docker save`. */
   archive?: string;
+  /** Copy from another registry instead. */
+  from?: SourceReference;
+  /** Which image of a multi-image archive. */
+  image?: string;
+  /** The platforms to push (all when empty). */
+  platforms: Platform[];
+  /** The manifest format to write when a manifest must be written (default: the source's, else OCI). */
+  format?: ManifestFormat;
+  /** Repositories of the same registry to mount blobs from. */
+  mountFrom: string[];
+  /** Remove the saved `<id>.tar` after a successful push. */
+  rmArchive: boolean;
   /** The program that saves images: `docker`, `podman`, or a path. */
   engine: string;
   cacheDir?: string;
@@ -36,8 +51,9 @@ export type ParsedCommand = { kind: "push"; options: Options } | { kind: "help" 
 
 export const USAGE = `Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>
 
-Pushes a Docker image to a registry in chunks the registry accepts (Cloudflare serverless-registry
-and any OCI registry). Runs \`docker save\` unless --archive is given.
+Pushes an image to a registry in chunks the registry accepts (Cloudflare serverless-registry and any
+OCI registry), every platform it holds, unchanged where it can. The image comes from the local engine
+(\`docker save\`, or \`podman save\` with --engine podman), an archive, or another registry.
 
 Registry and credentials:
   -u, --username <user>       user for the registry (env USERNAME_REGISTRY); password from stdin,
@@ -46,24 +62,37 @@ Registry and credentials:
       --insecure              plain http, e.g. a registry on localhost (env INSECURE_HTTP_PUSH=true)
   -t, --tag <tag>             also tag the pushed manifest with <tag> (repeatable)
 
-Image:
-      --archive <file.tar>    push this docker save / podman save / OCI layout tar
+Image source (default: the local engine's image named like the target):
+      --archive <path>        a docker save / podman save / OCI layout tar, the same gzip- or
+                              zstd-compressed (.tar.gz, .tar.zst), or an OCI layout directory
+      --from <host/repo[:tag|@digest]>
+                              copy from another registry (its credentials from the Docker config)
+      --image <name>          which image of a multi-image archive (a RepoTag or ref.name)
       --engine <docker|podman|path>
                               what runs \`save\` when no --archive is given (env DOCKER_BIN; default docker)
+      --platform <os/arch[/variant]>
+                              push only these platforms of a multi-platform image (repeatable)
+      --rm-archive            remove the saved <image id>.tar after a successful push
+
+Layers and manifests:
       --cache-dir <dir>       where compressed layers are kept (default ./.cache)
-      --compression <gzip|zstd>   for uncompressed layers (default gzip)
+      --compression <gzip|zstd>   for uncompressed layers (default gzip); zstd layers need
+                              Docker 23+, containerd 1.5+ or podman to pull
       --compression-level <n>     gzip 1-9 (default 2), zstd 1-19 (default 3)
+      --format <oci|docker>   manifest format when one is written (default: the source's, else oci)
 
 Upload:
       --chunk-size <size>     largest request body (bytes, or 95MiB, 100MB, 1GiB; env CHUNK_SIZE)
-      --concurrency <n>       layers prepared and uploaded at once (default 3)
+      --concurrency <n>       blobs uploaded at once (default 3)
+      --mount-from <repo>     mount blobs from this repository of the same registry (repeatable)
       --retries <n>           further attempts of a failed request or chunk (default 5)
       --timeout <seconds>     retry a request that makes no progress for this long (default 60)
-      --dry-run               compress and show what would be uploaded; send nothing but HEADs
+      --dry-run               show what would be uploaded and how; send nothing but HEADs and one
+                              opened-and-cancelled upload session
 
 Output:
   -q, --quiet                 print only errors and the result line
-      --json                  print one JSON object with the result on stdout
+      --json                  print one JSON object with the result (or the error) on stdout
   -h, --help                  show this help
   -v, --version               show the version
 
@@ -88,6 +117,12 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
         insecure: { type: "boolean" },
         tag: { type: "string", short: "t", multiple: true },
         archive: { type: "string" },
+        from: { type: "string" },
+        image: { type: "string" },
+        platform: { type: "string", multiple: true },
+        format: { type: "string" },
+        "mount-from": { type: "string", multiple: true },
+        "rm-archive": { type: "boolean" },
         engine: { type: "string" },
         "cache-dir": { type: "string" },
         compression: { type: "string" },
@@ -123,6 +158,12 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     reference,
     extraTags: extraTags.filter((tag, i) => tag !== reference.tag && extraTags.indexOf(tag) === i),
     archive: values.archive,
+    from: values.from === undefined ? undefined : parseSourceReference(values.from),
+    image: values.image,
+    platforms: (values.platform ?? []).flatMap((p) => p.split(",")).filter((p) => p.trim() !== "").map(parsePlatformFlag),
+    format: values.format === undefined ? undefined : oneOf(values.format, "--format", ["oci", "docker"] as const),
+    mountFrom: (values["mount-from"] ?? []).map((repo) => parseReference(`${reference.host}/${repo}`).repository),
+    rmArchive: values["rm-archive"] ?? false,
     engine: values.engine ?? (env.DOCKER_BIN || "docker"),
     cacheDir: values["cache-dir"],
     chunkCap: chunkSize === undefined || chunkSize === "" ? undefined : parseChunkSize(chunkSize),
@@ -138,6 +179,10 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     json: values.json ?? false,
     dryRun: values["dry-run"] ?? false,
   };
+  if (options.archive !== undefined && options.from !== undefined) throw new UsageError("--archive and --from name two sources: give one");
+  if (options.format === "docker" && options.compression === "zstd") {
+    throw new UsageError("--format docker cannot describe zstd layers: use --compression gzip, or the OCI format");
+  }
   if (options.passwordStdin && !options.username) {
     throw new UsageError("--password-stdin needs a user: --username <user> or USERNAME_REGISTRY");
   }
@@ -166,6 +211,12 @@ function parseChunkSize(text: string): number {
   const bytes = parseSize(text, "--chunk-size");
   if (bytes < MIN_CHUNK) throw new UsageError(`--chunk-size: "${text}" is below the smallest sensible chunk, 1 KiB`);
   return bytes;
+}
+
+function parsePlatformFlag(text: string): Platform {
+  const platform = parsePlatformText(text);
+  if (!platform) throw new UsageError(`--platform: "${text}" is not os/arch[/variant], e.g. linux/arm64 or linux/arm/v7`);
+  return platform;
 }
 
 function parseInteger(text: string, flag: string, min: number, max: number): number {

@@ -4,27 +4,11 @@
  * library: see "Libraries, and what is written by hand" in README.md.
  */
 
-export type Phase = "waiting" | "compressing" | "checking" | "uploading" | "pushed" | "exists" | "failed";
+import type { BlobUpdate, Phase, PushEvents } from "../push/events.ts";
 
-export interface BlobUpdate {
-  phase?: Phase;
-  /** "sha256:<hex>" once known; shown short (first 12 hex). */
-  digest?: string;
-  /** Bytes done in the current phase (compressing: input bytes read; uploading: bytes handed to the registry, over all chunks). */
-  done?: number;
-  /** Bytes of the current phase. */
-  total?: number;
-  /** 1-based chunk being uploaded, when chunked. */
-  chunk?: { index: number; count: number };
-  /** Short free text, e.g. "from .cache", "in 4 chunks", "same layer as layer 3/5". */
-  note?: string;
-}
+export type { BlobUpdate, Phase } from "../push/events.ts";
 
-export interface Progress {
-  /** Creates the blob's line on first use (in call order), then updates it. `id` is a label like "layer 2/5" or "config". */
-  update(id: string, update: BlobUpdate): void;
-  /** A message (warnings, events) printed above the live area on a terminal, as its own line otherwise. */
-  log(message: string): void;
+export interface Progress extends PushEvents {
   /** Final redraw; stops timers. The live area stays on screen as the final state. Idempotent. */
   finish(): void;
 }

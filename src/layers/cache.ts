@@ -1,38 +1,55 @@
-import { createReadStream } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { link, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { digestHex } from "../model/digest.ts";
 import { PushError } from "../errors.ts";
+import { digestHex } from "../model/digest.ts";
+import { SHA256_DIGEST } from "../model/descriptor.ts";
+import type { BlobIdentity } from "./blob-file.ts";
+import { Sealer } from "./seal.ts";
 
-/** A compressed blob in the cache, named by its digest. */
-export interface CachedBlob {
-  digest: string;
-  size: number;
+/** A compressed blob in the cache, and whether this user's own runs vouch for what it is. */
+export interface CachedBlob extends BlobIdentity {
   path: string;
+  /** The pointer carries this user's seal: the layer really became this blob. */
+  sealed: boolean;
 }
+
+// Pointers and fact files are a few dozen bytes; anything bigger was not written by us.
+const SMALL_FILE = 4096;
 
 /**
  * `.cache/<sha256 hex>` holds compressed blobs; `.cache/<layer hex>-<algorithm>-<level>-ptr` records
- * which blob (digest and size) a layer became, so a later run reuses it instead of compressing again.
- * Everything is written under a temporary name and renamed when complete: a file with a final name is
- * always whole.
+ * which blob (digest and size) a layer became, so a later run reuses it instead of compressing again;
+ * `.cache/<blob hex>-verified` records what a stored compressed blob decompresses to. Pointers and facts
+ * carry a seal (see seal.ts): without a valid one they are only hints, checked before use. Everything
+ * is written under a temporary name and renamed when complete: a file with a final name is whole.
+ * Nothing found in the folder can break a run: unknown entries are left alone, unreadable ones ignored.
  */
 export class BlobCache {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    private readonly sealer: Sealer = Sealer.none(),
+  ) {}
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
       throw new PushError(`cannot create the cache folder ${this.dir}: ${error.message}`);
     });
+    const info = await stat(this.dir);
+    if (!info.isDirectory()) throw new PushError(`the cache folder ${this.dir} is not a folder`);
     await this.removeOrphans();
   }
 
-  /** Temporary files of runs that died (kill -9, power loss): their pid is in the name. */
+  /**
+   * Temporary files of runs that died (kill -9, power loss): their pid is in the name. A folder with
+   * such a name (made by hand or by another tool) is removed the same way rather than failing runs.
+   */
   private async removeOrphans(): Promise<void> {
-    for (const name of await readdir(this.dir).catch(() => [])) {
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       const pid = Number(/^\.tmp-(\d+)-/.exec(name)?.[1]);
-      if (pid && pid !== process.pid && !alive(pid)) await rm(join(this.dir, name), { force: true });
+      if (pid && pid !== process.pid && !alive(pid)) {
+        await rm(join(this.dir, name), { recursive: true, force: true }).catch(() => undefined);
+      }
     }
   }
 
@@ -46,45 +63,98 @@ export class BlobCache {
   }
 
   /**
-   * The blob a layer became earlier. Trusted only if the pointer parses, the blob has the recorded
-   * size and its bytes still hash to its name (sha256 runs at ~1 GB/s, far faster than any upload);
-   * anything else is removed so the layer is compressed again.
+   * The blob a layer became earlier, if the pointer parses and the blob file has the recorded size.
+   * Its bytes are not read here: the caller asks the registry first and verifies only what it uses.
    */
-  async lookup(layerDigest: string, variant: string, signal?: AbortSignal): Promise<CachedBlob | undefined> {
-    const pointerPath = this.pointerPath(layerDigest, variant);
-    const pointer = await readFile(pointerPath, "utf8").catch(() => undefined);
-    if (pointer === undefined) return undefined;
-    let blob: CachedBlob | undefined;
-    try {
-      const { digest, size } = JSON.parse(pointer) as { digest: string; size: number };
-      const path = this.blobPath(digest);
-      if ((await stat(path)).size === size && (await hashFile(path, signal)) === digest) blob = { digest, size, path };
-      else await rm(path, { force: true });
-    } catch {
-      signal?.throwIfAborted();
-      blob = undefined;
+  async lookup(diffId: string, variant: string): Promise<CachedBlob | undefined> {
+    const pointer = await readSmallJson(this.pointerPath(diffId, variant));
+    if (!pointer) return undefined;
+    const { digest, size, seal } = pointer;
+    if (typeof digest !== "string" || !SHA256_DIGEST.test(digest) || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      await this.forget(diffId, variant);
+      return undefined;
     }
-    if (!blob) await rm(pointerPath, { force: true });
-    return blob;
+    const path = this.blobPath(digest);
+    const info = await lstat(path).catch(() => undefined);
+    if (!info?.isFile() || info.size !== size) {
+      await this.forget(diffId, variant);
+      return undefined;
+    }
+    return { digest, size, path, sealed: this.sealer.check(seal, "ptr", diffId, variant, digest, size) };
   }
 
-  /** Moves a finished temporary file to its digest name and points the layer at it. */
-  async commit(tempPath: string, blob: { digest: string; size: number }, layerDigest: string, variant: string): Promise<CachedBlob> {
+  /** Moves a finished temporary file to its digest name and points the layer at it, sealed. */
+  async commit(tempPath: string, blob: BlobIdentity, diffId: string, variant: string): Promise<string> {
+    const path = await this.adopt(tempPath, blob);
+    await this.point(diffId, variant, blob);
+    return path;
+  }
+
+  /** Points the layer at a blob this run proved it became, with this user's seal. */
+  async point(diffId: string, variant: string, blob: BlobIdentity): Promise<void> {
+    await this.writeAtomic(this.pointerPath(diffId, variant), JSON.stringify({
+      digest: blob.digest,
+      size: blob.size,
+      seal: this.sealer.mark("ptr", diffId, variant, blob.digest, blob.size),
+    }));
+  }
+
+  /** Moves a finished temporary file to its digest name (a stored blob kept for retries and resumes). */
+  async adopt(tempPath: string, blob: BlobIdentity): Promise<string> {
     const path = this.blobPath(blob.digest);
     await rename(tempPath, path);
-    await this.writeAtomic(this.pointerPath(layerDigest, variant), JSON.stringify({ digest: blob.digest, size: blob.size }));
-    return { ...blob, path };
+    return path;
+  }
+
+  /** Drops a pointer that lied or broke, so the layer is compressed again. */
+  async forget(diffId: string, variant: string): Promise<void> {
+    await rm(this.pointerPath(diffId, variant), { force: true }).catch(() => undefined);
+  }
+
+  /** Removes a blob whose bytes are not what its name says. */
+  async discardBlob(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true }).catch(() => undefined);
   }
 
   async discard(tempPath: string): Promise<void> {
-    await rm(tempPath, { force: true });
+    await rm(tempPath, { force: true }).catch(() => undefined);
   }
 
-  private pointerPath(layerDigest: string, variant: string): string {
-    return join(this.dir, `${digestHex(layerDigest)}-${variant}-ptr`);
+  /** What this user's runs proved a stored blob decompresses to; undefined when not proved (or not sealed). */
+  async provenDiffId(digest: string, size: number): Promise<string | undefined> {
+    const facts = await readSmallJson(this.factsPath(digest));
+    if (!facts || typeof facts.diffId !== "string") return undefined;
+    return this.sealer.check(facts.seal, "verified", digest, size, facts.diffId) ? facts.diffId : undefined;
   }
 
-  private async writeAtomic(path: string, data: string): Promise<void> {
+  /** Records (sealed) that the blob `digest` of `size` bytes decompresses to `diffId`. Best effort. */
+  async prove(digest: string, size: number, diffId: string): Promise<void> {
+    if (!this.sealer.enabled) return;
+    const text = JSON.stringify({ digest, size, diffId, seal: this.sealer.mark("verified", digest, size, diffId) });
+    await this.writeAtomic(this.factsPath(digest), text).catch(() => undefined);
+  }
+
+  /** Whether a blob named by `digest` is in the cache with `size` bytes (its content is checked on use). */
+  async has(digest: string, size: number): Promise<string | undefined> {
+    const path = this.blobPath(digest);
+    const info = await lstat(path).catch(() => undefined);
+    return info?.isFile() && info.size === size ? path : undefined;
+  }
+
+  /** Links a file into the cache under its digest without copying (an archive's blob kept for resume). */
+  async linkIn(path: string, digest: string): Promise<void> {
+    await link(path, this.blobPath(digest)).catch(() => undefined);
+  }
+
+  private pointerPath(diffId: string, variant: string): string {
+    return join(this.dir, `${digestHex(diffId)}-${variant}-ptr`);
+  }
+
+  private factsPath(digest: string): string {
+    return join(this.dir, `${digestHex(digest)}-verified`);
+  }
+
+  async writeAtomic(path: string, data: string): Promise<void> {
     const temp = this.tempPath();
     try {
       await writeFile(temp, data);
@@ -96,10 +166,18 @@ export class BlobCache {
   }
 }
 
-async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest("hex")}`;
+/** A small JSON object from a file we wrote; anything else (missing, a folder, huge, not JSON) is undefined. */
+export async function readSmallJson(path: string): Promise<Record<string, unknown> | undefined> {
+  const info = await lstat(path).catch(() => undefined);
+  if (!info?.isFile() || info.size > SMALL_FILE) return undefined;
+  const text = await readFile(path, "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function alive(pid: number): boolean {

@@ -39,6 +39,8 @@ export interface CompressOptions {
   signal?: AbortSignal;
   /** Input bytes whose compressed output is written, in order (for a progress display). */
   onProgress?: (done: number) => void;
+  /** Compressed bytes written to `dest` so far, after each in-order write (readers can follow the file). */
+  onOutput?: (written: number) => void;
 }
 
 /**
@@ -59,31 +61,93 @@ export async function compressRange(
   dest: string,
   options: CompressOptions,
 ): Promise<CompressResult> {
+  checkRange(range);
+  options.signal?.throwIfAborted();
+  const input = await open(source, "r").catch((error: Error) => {
+    throw new Error(`cannot read ${source}: ${error.message}`);
+  });
+  try {
+    const read = (buffer: Uint8Array<ArrayBuffer>, start: number) => readBlock(input, source, range.offset + start, buffer);
+    return await compressInput(read, range.size, dest, options);
+  } finally {
+    await input.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Compresses the next `size` bytes of `stream` (an entry of a `docker save` as it runs) into `dest`.
+ * The stream is read block by block as the workers free up, so it is never buffered whole.
+ */
+export async function compressStream(
+  stream: ReadableStream<Uint8Array>,
+  size: number,
+  dest: string,
+  options: CompressOptions,
+): Promise<CompressResult> {
+  checkRange({ offset: 0, size });
+  const source = new StreamBlocks(stream);
+  try {
+    return await compressInput((buffer) => source.fill(buffer), size, dest, options);
+  } finally {
+    source.release();
+  }
+}
+
+type ReadInto = (buffer: Uint8Array<ArrayBuffer>, start: number) => Promise<Uint8Array<ArrayBuffer>>;
+
+async function compressInput(read: ReadInto, size: number, dest: string, options: CompressOptions): Promise<CompressResult> {
   const { algorithm, level } = options;
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE[algorithm];
-  checkOptions(algorithm, level, blockSize, range);
+  checkOptions(algorithm, level, blockSize);
   const pool = options.pool ?? sharedPool(options.workers ?? availableParallelism());
   options.signal?.throwIfAborted();
   // Taken before any await: compressions called earlier get free slots first, so layers finish one
   // after another (each on every core) and the caller uploads one while the next compresses, rather
   // than all of them finishing together at the end.
   const ticket = pool.ticket();
-
-  const input = await open(source, "r").catch((error: Error) => {
-    throw new Error(`cannot read ${source}: ${error.message}`);
-  });
   let output: FileHandle;
   try {
     output = await open(dest, "w");
   } catch (error) {
-    await input.close().catch(() => undefined);
     throw new Error(`cannot write ${dest}: ${(error as Error).message}`);
   }
   try {
-    const plan = { input, source, range, blockSize, algorithm, level, pool, signal: options.signal, onProgress: options.onProgress, ticket };
-    return await compressBlocks(plan, new OrderedSink(output, dest));
+    const plan = { read, size, blockSize, algorithm, level, pool, signal: options.signal, onProgress: options.onProgress, ticket };
+    return await compressBlocks(plan, new OrderedSink(output, dest, options.onOutput));
   } finally {
-    await Promise.allSettled([input.close(), output.close()]);
+    await output.close().catch(() => undefined);
+  }
+}
+
+/** Hands out a byte stream in exact block-sized pieces, keeping only what one read returned beyond a block. */
+class StreamBlocks {
+  private leftover?: Uint8Array;
+  private readonly reader;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.reader = stream.getReader();
+  }
+
+  async fill(buffer: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+    let filled = 0;
+    while (filled < buffer.length) {
+      let piece = this.leftover;
+      this.leftover = undefined;
+      if (!piece) {
+        const { done, value } = await this.reader.read();
+        if (done) throw new Error(`the stream ended ${buffer.length - filled} bytes before the end of the entry`);
+        piece = value;
+      }
+      const take = Math.min(piece.length, buffer.length - filled);
+      buffer.set(piece.subarray(0, take), filled);
+      filled += take;
+      if (take < piece.length) this.leftover = piece.subarray(take);
+    }
+    return buffer;
+  }
+
+  release(): void {
+    this.reader.releaseLock();
   }
 }
 
@@ -94,9 +158,8 @@ export function closeCompressWorkers(): void {
 }
 
 interface BlockPlan {
-  input: FileHandle;
-  source: string;
-  range: { offset: number; size: number };
+  read: ReadInto;
+  size: number;
   blockSize: number;
   algorithm: Algorithm;
   level: number;
@@ -108,22 +171,22 @@ interface BlockPlan {
 
 /** Reads and hashes blocks in order, hands them to the pool, and lets `sink` write results in order. */
 async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<CompressResult> {
-  const { input, source, range, blockSize, algorithm, level, pool, signal, onProgress, ticket } = plan;
+  const { read, size: inputSize, blockSize, algorithm, level, pool, signal, onProgress, ticket } = plan;
   const inputHash = createHash("sha256");
   let crc = 0;
   let dictionary: Uint8Array<ArrayBuffer> | undefined;
   if (algorithm === "gzip") sink.push(Promise.resolve(gzipHeader(level)));
 
   // An empty range still makes one (empty) block, so the stream is complete.
-  const blocks = Math.max(1, Math.ceil(range.size / blockSize));
+  const blocks = Math.max(1, Math.ceil(inputSize / blockSize));
   for (let index = 0; index < blocks && !sink.failed; index++) {
     const start = index * blockSize;
-    const length = Math.min(blockSize, range.size - start);
+    const length = Math.min(blockSize, inputSize - start);
     const release = await pool.slots.acquire(ticket);
     let data: Uint8Array<ArrayBuffer>;
     try {
       signal?.throwIfAborted();
-      data = await readBlock(input, source, range.offset + start, new Uint8Array(pool.buffer(length)));
+      data = await read(new Uint8Array(pool.buffer(length)), start);
     } catch (error) {
       release();
       await sink.settle(); // no write may still be running when the caller closes the file
@@ -136,7 +199,7 @@ async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<Compr
     if (algorithm === "gzip") dictionary = data.slice(Math.max(0, data.length - WINDOW));
     sink.push(pool.run(job), release, onProgress && (() => onProgress(start + length)));
   }
-  if (algorithm === "gzip") sink.push(Promise.resolve(gzipTrailer(crc, range.size)));
+  if (algorithm === "gzip") sink.push(Promise.resolve(gzipTrailer(crc, inputSize)));
   const { digest, size } = await sink.finish();
   return { inputDigest: `sha256:${inputHash.digest("hex")}`, digest, size };
 }
@@ -171,6 +234,7 @@ class OrderedSink {
   constructor(
     private readonly file: FileHandle,
     private readonly path: string,
+    private readonly onOutput?: (written: number) => void,
   ) {}
 
   get failed(): boolean {
@@ -208,19 +272,23 @@ class OrderedSink {
     }
     this.hash.update(bytes);
     this.size += bytes.length;
+    this.onOutput?.(this.size);
   }
 }
 
-function checkOptions(algorithm: Algorithm, level: number, blockSize: number, range: { offset: number; size: number }): void {
+function checkRange(range: { offset: number; size: number }): void {
+  if (!Number.isSafeInteger(range.offset) || range.offset < 0 || !Number.isSafeInteger(range.size) || range.size < 0) {
+    throw new Error(`invalid byte range: offset ${range.offset}, size ${range.size}`);
+  }
+}
+
+function checkOptions(algorithm: Algorithm, level: number, blockSize: number): void {
   const limits = LEVELS[algorithm];
   if (!limits) throw new Error(`unknown compression algorithm ${String(algorithm)}: expected gzip or zstd`);
   if (!Number.isInteger(level) || level < limits[0] || level > limits[1]) {
     throw new Error(`${algorithm} level must be an integer from ${limits[0]} to ${limits[1]}, got ${level}`);
   }
   if (!Number.isInteger(blockSize) || blockSize < WINDOW) throw new Error(`block size must be at least ${WINDOW} bytes, got ${blockSize}`);
-  if (!Number.isSafeInteger(range.offset) || range.offset < 0 || !Number.isSafeInteger(range.size) || range.size < 0) {
-    throw new Error(`invalid byte range: offset ${range.offset}, size ${range.size}`);
-  }
 }
 
 /** The 10-byte gzip header zlib writes (no name, mtime 0, OS unix), with its XFL for the level. */

@@ -60,3 +60,28 @@ function validHost(host: string): boolean {
 export function formatReference(ref: Reference): string {
   return `${ref.host}/${ref.repository}:${ref.tag}`;
 }
+
+/** Where a copy comes from: `host[:port]/repository[:tag|@sha256:<hex>]`. */
+export interface SourceReference {
+  host: string;
+  repository: string;
+  /** A tag or a `sha256:` digest. */
+  reference: string;
+}
+
+/** Parses `--from`: like a push target, but it may name a digest. Never echoes credentials. */
+export function parseSourceReference(input: string): SourceReference {
+  const at = input.indexOf("@");
+  const slash = input.indexOf("/");
+  if (at !== -1 && (slash === -1 || at < slash || /^[a-z]+:\/\//i.test(input))) {
+    throw new UsageError(`--from: a reference cannot carry credentials or a scheme: log in with docker login (the Docker config is read for the source registry); ${EXPECTED}`);
+  }
+  if (at !== -1) {
+    const digest = input.slice(at + 1);
+    if (!/^sha256:[a-f0-9]{64}$/.test(digest)) throw new UsageError(`--from: "${digest.slice(0, 80)}" is not a sha256 digest`);
+    const { host, repository } = parseReference(input.slice(0, at));
+    return { host, repository, reference: digest };
+  }
+  const { host, repository, tag } = parseReference(input);
+  return { host, repository, reference: tag };
+}

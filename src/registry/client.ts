@@ -27,7 +27,17 @@ export interface ClientOptions {
   log?: Logger;
 }
 
-export type Body = Blob | Uint8Array | string;
+/**
+ * A body produced while it is sent (a blob still being compressed): `length` when known, else chunked
+ * transfer encoding. The producer calls `pause()` while it waits for its own bytes, so the idle timer
+ * does not mistake a slow producer for a stalled network.
+ */
+export interface BodySource {
+  length?: number;
+  open(hooks: { pause(): void; resume(): void }): ReadableStream<Uint8Array>;
+}
+
+export type Body = Blob | Uint8Array | string | BodySource;
 
 export interface SendOptions {
   headers?: Record<string, string>;
@@ -42,6 +52,8 @@ export interface SendOptions {
   detached?: boolean;
   /** Bytes of the body handed to the connection so far. */
   onProgress?: (sent: number) => void;
+  /** Hand back the answer with its body unread (blob downloads); redirects are still followed. */
+  stream?: boolean;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -102,6 +114,11 @@ export class RegistryClient {
 
   get retries(): number {
     return this.retry.retries;
+  }
+
+  /** The run's abort signal, for work that waits on something other than a request. */
+  get signal(): AbortSignal | undefined {
+    return this.options.signal;
   }
 
   /** An absolute URL for a path or a `Location` the registry gave (which may be relative). */
@@ -267,7 +284,7 @@ export class RegistryClient {
         });
         watch.answered();
         if (options.body instanceof Blob) this.learnRate(options.body.size, Date.now() - started);
-        const response = await buffered(fetched, url).catch((error: unknown) => {
+        const response = await (options.stream && !REDIRECTS.has(fetched.status) ? Promise.resolve(withUrl(fetched, url)) : buffered(fetched, url)).catch((error: unknown) => {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });
         const location = response.headers.get("location");
@@ -300,6 +317,10 @@ export class RegistryClient {
   }
 }
 
+function isBodySource(body: unknown): body is BodySource {
+  return typeof body === "object" && body !== null && typeof (body as BodySource).open === "function";
+}
+
 /**
  * File bodies are streamed through a counter so the idle watch sees progress and callers can report
  * it; the exact Content-Length is still sent (registries refuse chunked transfer encoding).
@@ -310,6 +331,22 @@ function prepareBody(
   watch: IdleWatch,
   onProgress?: (sent: number) => void,
 ): RequestInit["body"] {
+  if (isBodySource(body)) {
+    if (body.length !== undefined) headers["Content-Length"] = String(body.length);
+    let sent = 0;
+    const stream = body.open({ pause: () => watch.pause(), resume: () => watch.read() });
+    return stream.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          sent += chunk.byteLength;
+          watch.read();
+          onProgress?.(sent);
+          controller.enqueue(chunk);
+        },
+        flush: () => watch.bodyRead(sent),
+      }),
+    );
+  }
   if (!(body instanceof Blob)) return body;
   headers["Content-Length"] = String(body.size);
   let sent = 0;
@@ -351,6 +388,11 @@ class IdleWatch {
     this.arm(this.ms);
   }
 
+  /** The body's producer is waiting for its own bytes: not the network's fault, so no timeout. */
+  pause(): void {
+    clearTimeout(this.timer);
+  }
+
   bodyRead(size: number): void {
     this.arm(this.ms + this.drainMs(size));
   }
@@ -368,6 +410,11 @@ class IdleWatch {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.controller.abort(new IdleTimeout(this.ms)), ms);
   }
+}
+
+function withUrl(response: Response, url: string): Response {
+  if (!response.url) Object.defineProperty(response, "url", { value: url });
+  return response;
 }
 
 /** The response with its (small) body already read, so no caller can hang on it later. */

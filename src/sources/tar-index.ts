@@ -16,6 +16,8 @@ interface RawEntry extends TarEntry {
 }
 
 const BLOCK = 512;
+/** Pax and GNU long-name records are a few hundred bytes; one claiming more is not a real archive. */
+export const EXTENDED_HEADER_LIMIT = 1024 * 1024;
 
 /**
  * An index of a tar file's entries, so layers can be read in place (a byte range of the tar) instead
@@ -92,15 +94,10 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
       case "NextFileHasLongPath":
       case "OldGnuLongPath":
       case "NextFileHasLongLinkpath": {
+        if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`a ${header.type} record at byte ${offset} claims ${size} bytes`);
         const data = Buffer.alloc(size);
         await handle.read(data, 0, size, dataOffset);
-        if (header.type === "GlobalExtendedHeader") global = Pax.parse(data.toString("utf8"), global, true);
-        else if (header.type === "ExtendedHeader") extended = Pax.parse(data.toString("utf8"), extended, false);
-        else {
-          const value = data.toString("utf8").replace(/\0.*$/s, "");
-          const key = header.type === "NextFileHasLongLinkpath" ? "linkpath" : "path";
-          extended = { ...extended, [key]: value };
-        }
+        ({ extended, global } = applyExtended(header.type, data, extended, global));
         continue;
       }
     }
@@ -117,11 +114,25 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
   return entries;
 }
 
-function clean(name: string): string {
+/** Folds a pax or GNU long-name record into the headers that apply to the next entry (or all of them). */
+export function applyExtended(
+  type: string,
+  data: Buffer,
+  extended: HeaderData | undefined,
+  global: HeaderData | undefined,
+): { extended: HeaderData | undefined; global: HeaderData | undefined } {
+  if (type === "GlobalExtendedHeader") return { extended, global: Pax.parse(data.toString("utf8"), global, true) };
+  if (type === "ExtendedHeader") return { extended: Pax.parse(data.toString("utf8"), extended, false), global };
+  const value = data.toString("utf8").replace(/\0.*$/s, "");
+  const key = type === "NextFileHasLongLinkpath" ? "linkpath" : "path";
+  return { extended: { ...extended, [key]: value }, global };
+}
+
+export function clean(name: string): string {
   return posix.normalize(name).replace(/^(\.\/)+/, "").replace(/\/+$/, "");
 }
 
-function safeName(name: string, archive: string): string {
+export function safeName(name: string, archive: string): string {
   if (name.startsWith("/") || name.split("/").includes("..")) {
     throw new PushError(`archive ${archive} has an unsafe entry "${name}" (absolute or with ".."): refusing it`);
   }
@@ -129,12 +140,12 @@ function safeName(name: string, archive: string): string {
 }
 
 // Symlink targets are relative to the link's folder; hard link targets are archive names.
-function linkTarget(entry: RawEntry): string {
+export function linkTarget(entry: { name: string; type: string; linkpath?: string }): string {
   const target = entry.linkpath ?? "";
   return entry.type === "SymbolicLink" ? posix.join(posix.dirname(entry.name), target) : clean(target);
 }
 
-function safeLink(entry: RawEntry, archive: string): void {
+export function safeLink(entry: { name: string; type: string; linkpath?: string }, archive: string): void {
   const target = linkTarget(entry);
   if ((entry.linkpath ?? "").startsWith("/") || target === ".." || target.startsWith("../")) {
     throw new PushError(

@@ -1,0 +1,755 @@
+/**
+ * Walks the image model and pushes it, after go-containerregistry's remote.Write / WriteIndex:
+ *   1. every blob of every chosen platform is prepared and uploaded, several at once, and proven to be
+ *      what the manifests will say (digest and diff_id);
+ *   2. only then the configs, then each platform's manifest (by digest), then the index (or the single
+ *      manifest) under every tag.
+ * Nothing names a blob before that blob is proven. A manifest is pushed as the source's own bytes when
+ * every blob it names goes as stored; otherwise it is rebuilt with consistent media types.
+ * Streaming sources hand their bytes to `sink` while they are read, and uploads start at once.
+ */
+import { open, writeFile } from "node:fs/promises";
+import pLimit from "p-limit";
+import { PushError } from "../errors.ts";
+import { BlobFile, type BlobIdentity } from "../layers/blob-file.ts";
+import type { BlobCache } from "../layers/cache.ts";
+import type { Records } from "../layers/records.ts";
+import { checkFacts, inspectLayer, VerificationError, type LayerFacts } from "../layers/verify.ts";
+import type { Logger } from "../log.ts";
+import type { Descriptor, Platform } from "../model/descriptor.ts";
+import { sha256Digest, shortDigest } from "../model/digest.ts";
+import type { ArtifactNode, BlobBytes, ImageNode, IndexChild, IndexNode, Layer, ManifestNode, StreamSink, Taken } from "../model/image.ts";
+import { buildImageManifest, buildIndex, rawManifest, type BuiltManifest } from "../model/manifest.ts";
+import { formatOf, isIndexType, layerMediaType, sniffCompression, type Compression, type ManifestFormat } from "../model/media-types.ts";
+import { formatPlatform, platformMatches } from "../model/platform.ts";
+import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/blob-upload.ts";
+import type { RegistryClient } from "../registry/client.ts";
+import { putManifest } from "../registry/manifest-put.ts";
+import type { PushEvents } from "./events.ts";
+import { compressLayer, prepareLayer, RepairableError, storedPrepared, type LayerCompression, type Prepared } from "./prepare.ts";
+
+export interface PushOptions {
+  client: RegistryClient;
+  /** `host[:port]` of the destination, for records of where blobs went. */
+  registry: string;
+  repository: string;
+  /** The first tag and every --tag. */
+  tags: string[];
+  cache: BlobCache;
+  records?: Records;
+  compression: LayerCompression;
+  /** --format: the manifest format to write; when absent, rebuilt manifests keep the source's format (OCI if none). */
+  format?: ManifestFormat;
+  /** --platform: the platforms to push (all when empty). */
+  platforms: Platform[];
+  chunkCap?: number;
+  concurrency: number;
+  /** --mount-from: repositories of the registry to mount blobs from. */
+  mountFrom: string[];
+  dryRun: boolean;
+  /** Blobs of a remote source the destination already holds are trusted by digest. */
+  trustRemoteDigests?: boolean;
+  events: PushEvents;
+  log: Logger;
+  /** Aborted on the first failure so other work stops; the client uses its signal. */
+  abort: AbortController;
+}
+
+/** What happened to one blob, for the summary and --json. */
+export interface BlobResult {
+  label: string;
+  digest: string;
+  size: number;
+  mediaType: string;
+  status: "pushed" | "skipped" | "mounted" | "would push";
+  chunks: number;
+  origin: Prepared["origin"] | "config" | "manifest";
+  bytesSent: number;
+}
+
+export interface PlatformResult {
+  platform: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  config: string;
+  layers: number;
+  /** The source's manifest bytes went unchanged. */
+  unchanged: boolean;
+}
+
+export interface PushResult {
+  kind: "image" | "index" | "artifact";
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** The source's manifest (or index) bytes went unchanged: same digest as the source. */
+  unchanged: boolean;
+  platforms: PlatformResult[];
+  blobs: BlobResult[];
+  bytesSent: number;
+  /** Bytes sent beyond each pushed blob's size (retries, resumes). */
+  bytesResent: number;
+  /** Platforms left out: not chosen, or absent from the source. */
+  leftOut: string[];
+}
+
+/** A stream entry the sink took: what it became and the upload already under way. */
+interface SinkTaken extends Taken {
+  prepared?: Prepared & { content?: Promise<string> };
+  facts?: Promise<LayerFacts>;
+  upload?: Promise<UploadOutcome>;
+  label: string;
+}
+
+/** A layer uploaded and proven: what its manifest entry needs. */
+interface LayerDone {
+  digest: string;
+  size: number;
+  compression: Compression;
+  /** The source's own bytes; `source` is its descriptor in the source manifest, if any. */
+  asStored: boolean;
+  source?: Descriptor;
+  result: BlobResult;
+}
+
+interface LayerJob {
+  label: string;
+  /** Resolves when the blob is uploaded and proven. */
+  done: Promise<LayerDone>;
+}
+
+export class Pusher {
+  private readonly uploads: ReturnType<typeof pLimit>;
+  private readonly rebuilt = new WeakSet<IndexNode>();
+  private readonly uploaded = new Map<string, Promise<UploadOutcome>>();
+  private readonly results = new Map<string, BlobResult>();
+  private readonly layerJobs = new Map<string, LayerJob>();
+  private readonly files: BlobFile[] = [];
+  private streamed = 0;
+  private bytesSent = 0;
+
+  constructor(private readonly options: PushOptions) {
+    this.uploads = pLimit(options.concurrency);
+  }
+
+  private get signal(): AbortSignal {
+    return this.options.abort.signal;
+  }
+
+  /** Where streaming sources hand each entry as it passes. */
+  readonly sink: StreamSink = { take: (entry, stream) => this.take(entry, stream) };
+
+  async push(root: ManifestNode): Promise<PushResult> {
+    try {
+      return await this.pushRoot(root);
+    } catch (error) {
+      this.options.abort.abort(error);
+      throw error;
+    } finally {
+      await Promise.allSettled(this.files.map((f) => f.close()));
+    }
+  }
+
+  // --- choosing what goes ------------------------------------------------------------------------
+
+  private async pushRoot(source: ManifestNode): Promise<PushResult> {
+    const leftOut: string[] = [];
+    const root = this.choose(source, leftOut);
+    for (const line of leftOut) this.options.log.warn(line);
+    const images = collect(root);
+    const multi = images.filter((n) => n.kind === "image").length > 1;
+    const label = (node: ImageNode | ArtifactNode, what: string) =>
+      multi || node.kind === "artifact" ? `${node.kind === "artifact" ? "attestation" : formatPlatform(node.platform)} ${what}` : what;
+
+    // 1. Layers of every image, and every blob of the artifacts, uploaded and proven.
+    const layerDescriptors = new Map<ImageNode, Promise<LayerDone[]>>();
+    for (const node of images) {
+      if (node.kind === "image") layerDescriptors.set(node, this.pushLayers(node, (what) => label(node, what)));
+    }
+    const artifactBlobs = images.filter((n): n is ArtifactNode => n.kind === "artifact").map((node) => this.pushArtifactBlobs(node, (what) => label(node, what)));
+    const settled = await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs]);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) throw failed.reason;
+
+    // 2. Configs, once every layer is known to be good.
+    const configs = new Map<ImageNode, Descriptor>();
+    await Promise.all(
+      images.filter((n): n is ImageNode => n.kind === "image").map(async (node) => {
+        configs.set(node, await this.pushConfig(node, label(node, "config")));
+      }),
+    );
+    this.signal.throwIfAborted();
+
+    // 3. Manifests, children first, then the root under every tag.
+    const built = new Map<ManifestNode, { manifest: BuiltManifest; unchanged: boolean }>();
+    const platforms: PlatformResult[] = [];
+    const manifestOf = async (node: ManifestNode): Promise<{ manifest: BuiltManifest; unchanged: boolean }> => {
+      const known = built.get(node);
+      if (known) return known;
+      let result: { manifest: BuiltManifest; unchanged: boolean };
+      if (node.kind === "image") {
+        result = this.imageManifest(node, configs.get(node)!, await layerDescriptors.get(node)!);
+        platforms.push({
+          platform: formatPlatform(node.platform),
+          digest: result.manifest.digest,
+          mediaType: result.manifest.mediaType,
+          size: result.manifest.bytes.length,
+          config: node.config.digest,
+          layers: node.layers.length,
+          unchanged: result.unchanged,
+        });
+      } else if (node.kind === "artifact") {
+        result = { manifest: rawManifest(node.manifest.mediaType ?? "application/vnd.oci.image.manifest.v1+json", node.raw), unchanged: true };
+      } else {
+        const children: { descriptor: Descriptor; manifest: BuiltManifest; unchanged: boolean }[] = [];
+        for (const child of node.children) {
+          if (!child.node) continue;
+          const pushed = await manifestOf(child.node);
+          children.push({ descriptor: child.descriptor, ...pushed });
+        }
+        result = this.indexManifest(node, children);
+      }
+      built.set(node, result);
+      return result;
+    };
+    const top = await manifestOf(root);
+    if (!this.options.dryRun) {
+      // Children by digest first: a registry refuses an index naming manifests it lacks.
+      const pushedDigests = new Set<string>();
+      for (const [node, { manifest }] of built) {
+        if (node === root || pushedDigests.has(manifest.digest)) continue;
+        pushedDigests.add(manifest.digest);
+        await putManifest(this.options.client, this.options.repository, manifest.digest, manifest);
+      }
+      for (const tag of this.options.tags) await putManifest(this.options.client, this.options.repository, tag, top.manifest);
+      await this.options.records?.rememberPushed(this.options.registry, this.options.repository, [...this.results.keys()]);
+    }
+    const blobs = [...this.results.values()];
+    const pushedBytes = blobs.filter((b) => b.status === "pushed").reduce((sum, b) => sum + b.size, 0);
+    return {
+      kind: root.kind,
+      digest: top.manifest.digest,
+      mediaType: top.manifest.mediaType,
+      size: top.manifest.bytes.length,
+      unchanged: top.unchanged,
+      platforms,
+      blobs,
+      bytesSent: this.bytesSent,
+      bytesResent: Math.max(0, this.bytesSent - pushedBytes),
+      leftOut,
+    };
+  }
+
+  /**
+   * Applies --platform and drops what the source lacks. One platform chosen gives its plain manifest;
+   * several give an index of them; attestations go with the images they describe.
+   */
+  private choose(root: ManifestNode, leftOut: string[]): ManifestNode {
+    const wanted = this.options.platforms;
+    if (root.kind === "image") {
+      if (wanted.length > 0 && !wanted.some((p) => platformMatches(p, root.platform))) {
+        throw new PushError(`the image is ${formatPlatform(root.platform)}, not ${wanted.map(formatPlatform).join(" or ")}`);
+      }
+      return root;
+    }
+    if (root.kind === "artifact") return root;
+    const flat = flatten(root);
+    const available = flat.filter((c) => c.node?.kind === "image" || (c.node === undefined && !isAttestation(c.descriptor)));
+    const keep = new Set<IndexChild>();
+    for (const child of flat) {
+      if (!child.node) {
+        leftOut.push(`${describeChild(child.descriptor)} is left out: ${child.missing}`);
+        continue;
+      }
+      if (isAttestation(child.descriptor)) continue;
+      const platform = child.node.kind === "image" ? (child.node.platform ?? child.descriptor.platform) : child.descriptor.platform;
+      if (child.node.kind !== "image" || wanted.length === 0 || wanted.some((p) => platformMatches(p, platform))) keep.add(child);
+      else leftOut.push(`${describeChild(child.descriptor)} is left out: not a chosen --platform`);
+    }
+    // Attestations go with the image they describe (buildx names it in vnd.docker.reference.digest).
+    const keptDigests = new Set([...keep].map((c) => c.descriptor.digest));
+    for (const child of flat) {
+      const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
+      if (child.node && isAttestation(child.descriptor) && subject && keptDigests.has(subject)) keep.add(child);
+    }
+    const kept = flat.filter((c) => keep.has(c));
+    const images = kept.filter((c) => c.node?.kind === "image");
+    if (images.length === 0) {
+      const names = available.map((c) => describeChild(c.descriptor)).join(", ");
+      throw new PushError(
+        wanted.length > 0
+          ? `no platform of the image matches ${wanted.map(formatPlatform).join(", ")} (it has ${names || "none it can push"})`
+          : `the image index holds no platform that can be pushed (${names || "it lists none"})`,
+      );
+    }
+    if (wanted.length > 0 && images.length === 1) {
+      const only = images[0]!;
+      const image = only.node as ImageNode;
+      if (!image.platform && only.descriptor.platform) image.platform = only.descriptor.platform;
+      for (const other of kept) if (other !== only) leftOut.push(`${describeChild(other.descriptor)} is left out: a single-platform push has no index to carry it`);
+      return image;
+    }
+    if (kept.length === root.children.length && kept.every((c, i) => c === root.children[i])) return root;
+    // A new index of what is kept, in the source's order.
+    const index: IndexNode = { kind: "index", raw: root.raw, document: root.document, children: kept };
+    this.rebuilt.add(index);
+    return index;
+  }
+
+  // --- layers ------------------------------------------------------------------------------------
+
+  private async pushLayers(node: ImageNode, label: (what: string) => string): Promise<LayerDone[]> {
+    const jobs = node.layers.map((layer, i) => this.layerJob(layer, label(`layer ${i + 1}/${node.layers.length}`)));
+    return Promise.all(jobs.map((j) => j.done));
+  }
+
+  /** One job per distinct layer: a layer that appears twice is prepared and uploaded once. */
+  private layerJob(layer: Layer, label: string): LayerJob {
+    const key = `${layer.diffId}|${layer.compression}|${layer.descriptor?.digest ?? ""}`;
+    const existing = this.layerJobs.get(key);
+    if (existing) {
+      this.options.events.update(label, { phase: "waiting", note: `same layer as ${existing.label}` });
+      existing.done.then(
+        (d) => this.options.events.update(label, { phase: d.result.status === "pushed" ? "pushed" : "exists", digest: d.digest, note: `same layer as ${existing.label}` }),
+        () => undefined,
+      );
+      return existing;
+    }
+    const job: LayerJob = { label, done: this.runLayer(layer, label) };
+    job.done.catch(() => undefined);
+    this.layerJobs.set(key, job);
+    return job;
+  }
+
+  private async runLayer(layer: Layer, label: string): Promise<LayerDone> {
+    const { events } = this.options;
+    for (let attempt = 0; ; attempt++) {
+      this.signal.throwIfAborted();
+      let prepared: Prepared;
+      let upload: Promise<UploadOutcome>;
+      let verify: () => Promise<BlobIdentity>;
+      const taken = layer.bytes.kind === "taken" ? (layer.bytes.taken as SinkTaken) : undefined;
+      try {
+        if (attempt === 0 && taken?.prepared && taken.upload) {
+          // Compressed (or copied) as the stream went by, and already uploading.
+          prepared = taken.prepared;
+          upload = taken.upload;
+          verify = this.takenProof(layer, taken);
+        } else {
+          prepared = await prepareLayer(layer, this.prepareContext(label, attempt > 0));
+          this.files.push(prepared.file);
+          verify = prepared.verify;
+          upload = this.upload(prepared, label, this.commitCheck(prepared, label));
+        }
+      } catch (error) {
+        throw this.explain(error, label);
+      }
+      const [uploadResult, proof] = await Promise.allSettled([upload, this.proofFor(layer, prepared, upload, verify)]);
+      const failure = proof.status === "rejected" ? proof.reason : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError ? uploadResult.reason : undefined;
+      if (failure !== undefined) {
+        if (failure instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
+          this.options.log.warn(`${failure.message}; preparing the layer again from the source`);
+          this.uploaded.delete(prepared.expected ?? "");
+          continue;
+        }
+        throw this.explain(failure, label);
+      }
+      if (proof.status === "rejected") {
+        if (proof.reason instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
+          this.options.log.warn(`${proof.reason.message}; preparing the layer again from the source`);
+          continue;
+        }
+        throw this.explain(proof.reason, label);
+      }
+      if (uploadResult.status === "rejected") throw this.explain(uploadResult.reason, label);
+      const identity = proof.value;
+      const outcome = uploadResult.value;
+      const mediaType = prepared.asStored && layer.descriptor?.mediaType ? layer.descriptor.mediaType : layerMediaType(prepared.compression, this.options.format ?? "oci");
+      const result = this.record(label, { mediaType, digest: identity.digest, size: identity.size }, outcome, prepared.origin);
+      events.update(label, { phase: outcome.status === "exists" || outcome.status === "mounted" ? "exists" : "pushed", digest: identity.digest, total: identity.size, done: identity.size, note: NOTES[outcome.status === "mounted" ? "mounted" : prepared.origin] });
+      return { ...identity, compression: prepared.compression, asStored: prepared.asStored, ...(layer.descriptor ? { source: layer.descriptor } : {}), result };
+    }
+  }
+
+  /**
+   * What must hold before the final PUT commits a blob: compressed now, that its input was the layer;
+   * from the cache, that the file still hashes to its name (hashed only once an upload really starts,
+   * never for a blob the registry already has).
+   */
+  private commitCheck(prepared: Prepared, label: string): ((started: boolean) => Promise<unknown>) | undefined {
+    if (prepared.origin === "compressed") return () => prepared.verify();
+    if (prepared.origin !== "cache" || !prepared.expected) return undefined;
+    const expected = prepared.expected;
+    let hashing: Promise<void> | undefined;
+    return (started) => {
+      if (!started) return Promise.resolve();
+      hashing ??= (async () => {
+        const hash = new Bun.CryptoHasher("sha256");
+        for await (const chunk of prepared.file.stream(0, undefined, { signal: this.signal })) hash.update(chunk);
+        const digest = `sha256:${hash.digest("hex")}`;
+        if (digest !== expected) {
+          await this.options.cache.discardBlob(expected);
+          throw new RepairableError(`${label}: the cached blob ${expected} holds other bytes (they hash to ${digest}); it was removed from ${this.options.cache.dir}`);
+        }
+      })();
+      return hashing;
+    };
+  }
+
+  /**
+   * The proof a layer needs before a manifest names it. A blob of another registry that the
+   * destination already holds is trusted by its digest; everything else is proven from its bytes.
+   */
+  private async proofFor(layer: Layer, prepared: Prepared, upload: Promise<UploadOutcome>, verify: () => Promise<BlobIdentity>): Promise<BlobIdentity> {
+    if (layer.bytes.kind === "remote" && prepared.asStored && prepared.expected && this.options.trustRemoteDigests) {
+      const outcome = await upload.catch(() => undefined);
+      if (outcome && outcome.status !== "pushed" && outcome.status !== "absent") return { digest: prepared.expected, size: layer.descriptor?.size ?? 0 };
+    }
+    return verify();
+  }
+
+  private takenProof(layer: Layer, taken: SinkTaken): () => Promise<BlobIdentity> {
+    return async () => {
+      const prepared = taken.prepared!;
+      if (prepared.content) {
+        const identity = await prepared.verify();
+        const content = await prepared.content;
+        if (content !== layer.diffId) throw new VerificationError(`its content hashes to ${content}, but the image config's diff_id is ${layer.diffId}`);
+        return identity;
+      }
+      const facts = await taken.facts!;
+      checkFacts(facts, { digest: layer.descriptor?.digest, size: layer.descriptor?.size, diffId: layer.diffId });
+      await this.options.cache.prove(facts.digest, facts.size, facts.diffId);
+      return { digest: facts.digest, size: facts.size };
+    };
+  }
+
+  private prepareContext(label: string, fresh: boolean) {
+    const { events } = this.options;
+    return {
+      cache: this.options.cache,
+      compression: this.options.compression,
+      signal: this.signal,
+      label,
+      fresh,
+      onCompressing: (total: number) => events.update(label, { phase: "compressing", done: 0, total }),
+      onCompressProgress: (done: number) => events.update(label, { done }),
+    };
+  }
+
+  /** Uploads a prepared blob (once per digest), under the concurrency limit. */
+  private upload(prepared: Prepared, label: string, commitCheck?: (started: boolean) => Promise<unknown>): Promise<UploadOutcome> {
+    const key = prepared.expected;
+    const existing = key ? this.uploaded.get(key) : undefined;
+    if (existing) return existing;
+    const { events, client, repository } = this.options;
+    const work = (async () => {
+      // Wait for the first bytes before taking an upload slot: a layer still queued for compression holds none.
+      await prepared.file.waitFor(1, this.signal);
+      return this.uploads(async () => {
+        this.signal.throwIfAborted();
+        events.update(label, { phase: "checking", digest: prepared.expected });
+        const mountFrom = await this.mountSources(prepared.expected);
+        const outcome = await uploadBlob(client, repository, prepared.file, {
+          label: `${label}${prepared.expected ? ` ${shortDigest(prepared.expected)}` : ""}`,
+          log: this.options.log,
+          chunkCap: this.options.chunkCap,
+          digest: prepared.expected,
+          key: prepared.key,
+          sessions: this.sessions(),
+          mountFrom,
+          dryRun: this.options.dryRun,
+          beforeCommit: commitCheck && (() => commitCheck(true)),
+          onStart: (how, total) => {
+            commitCheck?.(true).catch(() => undefined);
+            events.update(label, { phase: "uploading", done: 0, total, note: how });
+          },
+          onProgress: (done, chunk) => events.update(label, { done, chunk }),
+        });
+        this.bytesSent += outcome.bytesSent;
+        return outcome;
+      });
+    })();
+    if (key) this.uploaded.set(key, work);
+    work.catch(() => undefined);
+    return work;
+  }
+
+  private async mountSources(digest: string | undefined): Promise<string[]> {
+    const { mountFrom, records, registry, repository } = this.options;
+    if (!digest) return [];
+    const known = records ? ((await records.mountSources(registry)).get(digest) ?? []) : [];
+    return [...new Set([...mountFrom, ...known])].filter((r) => r !== repository).slice(0, 3);
+  }
+
+  private sessions(): SessionStore | undefined {
+    const { records, registry, repository } = this.options;
+    if (!records) return undefined;
+    return {
+      load: (key) => records.upload(registry, repository, key),
+      save: (key, state) => records.saveUpload({ registry, repository, key, ...state }),
+      drop: (key) => records.dropUpload(registry, repository, key),
+    };
+  }
+
+  // --- the stream sink ---------------------------------------------------------------------------
+
+  /** A stream entry arrives: compress (or copy) it into the cache and start its upload at once. */
+  private async take(entry: { name: string; size: number; expectedDigest?: string }, stream: ReadableStream<Uint8Array>): Promise<Taken> {
+    const reader = stream.getReader();
+    const first = await reader.read();
+    const head = first.done ? new Uint8Array(0) : first.value;
+    const whole = new ReadableStream<Uint8Array>(
+      {
+        start(controller) {
+          if (head.length) controller.enqueue(head);
+        },
+        async pull(controller) {
+          const { done, value } = await reader.read();
+          if (done) controller.close();
+          else controller.enqueue(value);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    const compression = sniffCompression(head);
+    const label = `layer ${++this.streamed} (${entry.name.length > 40 ? `…${entry.name.slice(-39)}` : entry.name})`;
+    const ctx = this.prepareContext(label, true);
+    if (compression === "none") {
+      const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
+      this.files.push(prepared.file);
+      const upload = this.upload(prepared, label, () => prepared.verify());
+      const taken: SinkTaken = {
+        label,
+        compression,
+        prepared,
+        upload,
+        stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
+      };
+      // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
+      await prepared.verify();
+      return taken;
+    }
+    // Stored compressed bytes: copied into the cache as they come, uploaded and inspected meanwhile.
+    const { cache } = this.options;
+    const temp = cache.tempPath();
+    await writeFile(temp, new Uint8Array(0));
+    const file = await BlobFile.growing(temp);
+    this.files.push(file);
+    const facts = inspectLayer(file.stream(0, undefined, { signal: this.signal }), compression, this.signal);
+    facts.catch(() => undefined);
+    const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
+    const prepared = storedPrepared(pseudo, file, "stored", cache, ctx);
+    const upload = this.upload(prepared, label);
+    const out = await open(temp, "w");
+    const hash = new Bun.CryptoHasher("sha256");
+    let size = 0;
+    try {
+      for await (const chunk of whole) {
+        let written = 0;
+        while (written < chunk.length) written += (await out.write(chunk, written)).bytesWritten;
+        hash.update(chunk);
+        size += chunk.length;
+        file.grew(size);
+      }
+    } catch (error) {
+      file.fail(error as Error);
+      throw error;
+    } finally {
+      await out.close();
+    }
+    const digest = `sha256:${hash.digest("hex")}`;
+    file.moved(await cache.adopt(temp, { digest, size }));
+    file.finish({ digest, size });
+    const taken: SinkTaken = { label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    return taken;
+  }
+
+  // --- configs and artifacts ---------------------------------------------------------------------
+
+  private async pushConfig(node: ImageNode, label: string): Promise<Descriptor> {
+    const { bytes, digest } = node.config;
+    const actual = sha256Digest(bytes);
+    if (actual !== digest) throw new PushError(`${label}: the config hashes to ${actual}, not ${digest}`);
+    const file = await this.memoryFile(bytes, digest);
+    const prepared: Prepared = { file, compression: "none", asStored: true, expected: digest, origin: "stored", key: digest, verify: async () => ({ digest, size: bytes.length }) };
+    const outcome = await this.upload(prepared, label).catch((error: unknown) => {
+      throw this.explain(error, label);
+    });
+    const descriptor = { mediaType: node.config.mediaType, digest, size: bytes.length };
+    this.record(label, descriptor, outcome, "config");
+    this.options.events.update(label, { phase: outcome.status === "pushed" || outcome.status === "absent" ? "pushed" : "exists", digest, total: bytes.length, done: bytes.length });
+    return descriptor;
+  }
+
+  private async pushArtifactBlobs(node: ArtifactNode, label: (what: string) => string): Promise<void> {
+    await Promise.all(
+      node.blobs.map(async ({ descriptor, bytes }, i) => {
+        const what = label(`blob ${i + 1}/${node.blobs.length}`);
+        const file = await this.fileFor(bytes, descriptor);
+        const prepared: Prepared = {
+          file,
+          compression: "none",
+          asStored: true,
+          expected: descriptor.digest,
+          origin: "stored",
+          key: descriptor.digest,
+          verify: async () => {
+            if (bytes.kind === "remote") return { digest: descriptor.digest, size: descriptor.size };
+            const hash = new Bun.CryptoHasher("sha256");
+            for await (const chunk of file.stream(0, descriptor.size, { signal: this.signal })) hash.update(chunk);
+            const digest = `sha256:${hash.digest("hex")}`;
+            if (digest !== descriptor.digest) throw new VerificationError(`its bytes hash to ${digest}, but the manifest names ${descriptor.digest}`);
+            return { digest, size: descriptor.size };
+          },
+        };
+        const [outcome, proof] = await Promise.allSettled([this.upload(prepared, what), prepared.verify()]);
+        if (proof.status === "rejected") throw this.explain(proof.reason, what);
+        if (outcome.status === "rejected") throw this.explain(outcome.reason, what);
+        this.record(what, descriptor, outcome.value, "stored");
+        this.options.events.update(what, { phase: outcome.value.status === "pushed" ? "pushed" : "exists", digest: descriptor.digest, total: descriptor.size, done: descriptor.size });
+      }),
+    );
+  }
+
+  private async fileFor(bytes: BlobBytes, descriptor: Descriptor): Promise<BlobFile> {
+    if (bytes.kind === "file") {
+      const file = await BlobFile.complete(bytes.path, bytes.offset, bytes.size, descriptor.digest);
+      this.files.push(file);
+      return file;
+    }
+    if (bytes.kind === "taken") {
+      const taken = bytes.taken as SinkTaken;
+      if (taken.prepared) return taken.prepared.file;
+      if (taken.small) return this.memoryFile(taken.small, descriptor.digest);
+    }
+    if (bytes.kind === "remote") {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of await bytes.open(this.signal)) chunks.push(chunk);
+      return this.memoryFile(Buffer.concat(chunks), descriptor.digest);
+    }
+    throw new PushError(`blob ${descriptor.digest} cannot be read`);
+  }
+
+  /** Small bytes (a config, an attestation) as a cache file, so they upload like any blob. */
+  private async memoryFile(bytes: Uint8Array, digest: string): Promise<BlobFile> {
+    const { cache } = this.options;
+    let path = await cache.has(digest, bytes.length);
+    if (!path || sha256Digest(await Bun.file(path).bytes()) !== digest) {
+      const temp = cache.tempPath();
+      await Bun.write(temp, bytes);
+      path = await cache.adopt(temp, { digest, size: bytes.length });
+    }
+    const file = await BlobFile.complete(path, 0, bytes.length, digest);
+    this.files.push(file);
+    return file;
+  }
+
+  // --- manifests ---------------------------------------------------------------------------------
+
+  private imageManifest(node: ImageNode, config: Descriptor, layers: LayerDone[]): { manifest: BuiltManifest; unchanged: boolean } {
+    const sourceFormat = node.manifest ? formatOf(node.manifest.mediaType ?? inferManifestType(node)) : undefined;
+    const wanted = this.options.format;
+    if (node.raw && node.manifest && layers.every((l) => l.asStored) && (wanted === undefined || wanted === sourceFormat)) {
+      return { manifest: rawManifest(node.manifest.mediaType ?? inferManifestType(node), node.raw), unchanged: true };
+    }
+    const format = wanted ?? sourceFormat ?? "oci";
+    if (format === "docker" && layers.some((l) => l.compression === "zstd")) {
+      throw new PushError(`a Docker v2 manifest cannot describe zstd layers: use --format oci (the default) or --compression gzip`);
+    }
+    const manifest = buildImageManifest({
+      format,
+      config,
+      layers: layers.map((l) => {
+        const descriptor: Descriptor = { mediaType: layerMediaType(l.compression, format), digest: l.digest, size: l.size };
+        if (l.source?.annotations) descriptor.annotations = l.source.annotations;
+        if (l.asStored && l.source?.urls?.length) descriptor.urls = l.source.urls;
+        return descriptor;
+      }),
+      annotations: node.manifest?.annotations,
+      subject: node.manifest?.subject,
+    });
+    return { manifest, unchanged: false };
+  }
+
+  private indexManifest(node: IndexNode, children: { descriptor: Descriptor; manifest: BuiltManifest; unchanged: boolean }[]): { manifest: BuiltManifest; unchanged: boolean } {
+    const rebuilt = this.rebuilt.has(node);
+    const formatOk = this.options.format === undefined || formatOf(node.document.mediaType ?? "") === this.options.format;
+    if (!rebuilt && children.every((c) => c.unchanged) && formatOk) {
+      return { manifest: rawManifest(node.document.mediaType ?? "application/vnd.oci.image.index.v1+json", node.raw), unchanged: true };
+    }
+    const format = this.options.format ?? formatOf(node.document.mediaType ?? "");
+    const renamed = new Map(children.map((c) => [c.descriptor.digest, c.manifest.digest]));
+    const manifests = children.map((c) => {
+      const d: Descriptor = { ...c.descriptor, mediaType: c.manifest.mediaType, digest: c.manifest.digest, size: c.manifest.bytes.length };
+      // An attestation names the image it describes: follow that image's new digest.
+      const subject = d.annotations?.["vnd.docker.reference.digest"];
+      if (subject && renamed.has(subject)) d.annotations = { ...d.annotations, "vnd.docker.reference.digest": renamed.get(subject)! };
+      return d;
+    });
+    return { manifest: buildIndex({ format, manifests, annotations: node.document.annotations }), unchanged: false };
+  }
+
+  // --- bookkeeping -------------------------------------------------------------------------------
+
+  private record(label: string, descriptor: Descriptor, outcome: UploadOutcome, origin: BlobResult["origin"]): BlobResult {
+    const status = outcome.status === "exists" ? "skipped" : outcome.status === "absent" ? "would push" : outcome.status;
+    const existing = this.results.get(descriptor.digest);
+    if (existing) return existing;
+    const result: BlobResult = { label, digest: descriptor.digest, size: descriptor.size, mediaType: descriptor.mediaType, status, chunks: outcome.chunks, origin, bytesSent: outcome.bytesSent };
+    this.results.set(descriptor.digest, result);
+    return result;
+  }
+
+  /** Puts the layer's name in front of what went wrong; a lying source is named as such. */
+  private explain(error: unknown, label: string): unknown {
+    if (error instanceof VerificationError) return new PushError(`${label} is not what the image says: ${error.message}`);
+    if (error instanceof RepairableError) return new PushError(error.message);
+    return error;
+  }
+}
+
+const NOTES: Record<string, string | undefined> = {
+  compressed: undefined,
+  cache: "from .cache",
+  stored: "as stored",
+  downloaded: "copied",
+  mounted: "mounted",
+};
+
+/** A manifest without a mediaType field says what it is through its config's type. */
+function inferManifestType(node: ImageNode): string {
+  return node.manifest?.config.mediaType === "application/vnd.docker.container.image.v1+json"
+    ? "application/vnd.docker.distribution.manifest.v2+json"
+    : "application/vnd.oci.image.manifest.v1+json";
+}
+
+function isAttestation(d: Descriptor): boolean {
+  return d.annotations?.["vnd.docker.reference.type"] === "attestation-manifest";
+}
+
+function describeChild(d: Descriptor): string {
+  if (isAttestation(d)) return `the attestation ${shortDigest(d.digest)}`;
+  return d.platform ? formatPlatform(d.platform) : `manifest ${shortDigest(d.digest)}`;
+}
+
+/** The children of an index, nested indexes opened (a containerd save's index.json -> index -> images). */
+function flatten(index: IndexNode): IndexChild[] {
+  const out: IndexChild[] = [];
+  for (const child of index.children) {
+    if (child.node?.kind === "index") out.push(...flatten(child.node));
+    else out.push(child);
+  }
+  return out;
+}
+
+/** Every image and artifact under a node, each once. */
+function collect(node: ManifestNode, seen = new Set<ManifestNode>()): (ImageNode | ArtifactNode)[] {
+  if (seen.has(node)) return [];
+  seen.add(node);
+  if (node.kind !== "index") return [node];
+  return node.children.flatMap((c) => (c.node ? collect(c.node, seen) : []));
+}
+
+export { isIndexType };

@@ -1,0 +1,139 @@
+import type { BlobBytes, StreamSink, Taken } from "../model/image.ts";
+import { sha256Digest } from "../model/digest.ts";
+import { sniffCompression, type Compression } from "../model/media-types.ts";
+import { ArchiveError, digestFromName, type ArchiveStore } from "./store.ts";
+import { clean, linkTarget } from "./tar-index.ts";
+import { walkTarStream, type StreamEntry } from "./tar-stream.ts";
+
+// What stays in memory: JSON documents (configs, manifests, indexes) and tiny files. A layer is at
+// least 1024 bytes (a tar's end blocks) and never starts with "{", so it goes to the sink instead.
+const SMALL_JSON = 8 * 1024 * 1024;
+const TINY = 1024;
+const MEMORY_BUDGET = 64 * 1024 * 1024;
+
+interface Kept {
+  type: string;
+  size: number;
+  small?: Uint8Array;
+  taken?: Taken;
+  linkpath?: string;
+}
+
+/**
+ * The files of a tar stream, after it went by: small JSON files kept in memory, every other file
+ * handed to the sink as it passed (compressed into the cache and uploaded at once, or kept as stored).
+ * Nothing of the stream is read twice and nothing big is held.
+ */
+export class StreamStore implements ArchiveStore {
+  private readonly entries = new Map<string, Kept>();
+  private held = 0;
+
+  private constructor(readonly label: string) {}
+
+  /** Reads the whole stream, handing what it cannot keep to `sink`. */
+  static async read(input: ReadableStream<Uint8Array>, label: string, sink: StreamSink): Promise<StreamStore> {
+    const store = new StreamStore(label);
+    await walkTarStream(input, label, (entry, body) => store.accept(entry, body, sink));
+    return store;
+  }
+
+  private async accept(entry: StreamEntry, body: ReadableStream<Uint8Array>, sink: StreamSink): Promise<void> {
+    if (entry.type === "SymbolicLink" || entry.type === "Link") {
+      this.entries.set(entry.name, { type: entry.type, size: 0, linkpath: entry.linkpath });
+      return;
+    }
+    if (entry.type !== "File" && entry.type !== "OldFile" && entry.type !== "ContiguousFile") return;
+    const reader = body.getReader();
+    // Enough of the start to tell a JSON document from a layer.
+    const first = await reader.read();
+    const head = first.done ? new Uint8Array(0) : first.value;
+    const json = firstNonSpace(head) === 0x7b || firstNonSpace(head) === 0x5b;
+    if (entry.size < TINY || (json && entry.size <= SMALL_JSON)) {
+      this.held += entry.size;
+      if (this.held > MEMORY_BUDGET) throw new ArchiveError(`${this.label} holds more than ${MEMORY_BUDGET} bytes of JSON files: refusing it`);
+      const bytes = new Uint8Array(entry.size);
+      let filled = Math.min(head.length, entry.size);
+      bytes.set(head.subarray(0, filled));
+      while (filled < entry.size) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        bytes.set(value.subarray(0, entry.size - filled), filled);
+        filled += value.length;
+      }
+      reader.releaseLock();
+      this.entries.set(entry.name, { type: "File", size: entry.size, small: bytes });
+      return;
+    }
+    // The sink reads the rest of the entry through a stream that starts with what was already read.
+    const rest = new ReadableStream<Uint8Array>(
+      {
+        start(controller) {
+          if (head.length) controller.enqueue(head);
+        },
+        async pull(controller) {
+          const { done, value } = await reader.read();
+          if (done) controller.close();
+          else controller.enqueue(value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    const taken = await sink.take({ name: entry.name, size: entry.size, expectedDigest: digestFromName(entry.name) }, rest);
+    this.entries.set(entry.name, { type: "File", size: entry.size, taken });
+  }
+
+  private find(name: string): Kept | undefined {
+    let entry = this.entries.get(clean(name));
+    let at = clean(name);
+    for (let hops = 0; entry && hops < 16; hops++) {
+      if (entry.type !== "SymbolicLink" && entry.type !== "Link") return entry;
+      at = linkTarget({ name: at, type: entry.type, linkpath: entry.linkpath });
+      entry = this.entries.get(at);
+    }
+    return undefined;
+  }
+
+  private get(name: string): Kept {
+    const entry = this.find(name);
+    if (!entry) throw new ArchiveError(`${this.label} has no file "${name}"`);
+    return entry;
+  }
+
+  has(name: string): boolean {
+    return this.find(name) !== undefined;
+  }
+
+  async small(name: string, limit: number): Promise<Uint8Array> {
+    const entry = this.get(name);
+    if (entry.size > limit || !entry.small) {
+      throw new ArchiveError(`${this.label}: ${name} is ${entry.size} bytes and not JSON, where a manifest or config must be`);
+    }
+    return entry.small;
+  }
+
+  async blob(name: string): Promise<{ bytes: BlobBytes; size: number; compression: Compression }> {
+    const entry = this.get(name);
+    if (entry.taken) return { bytes: { kind: "taken", taken: entry.taken }, size: entry.size, compression: entry.taken.compression };
+    // A layer small enough to have stayed in memory (or one that looks like JSON): rare, and tiny.
+    const taken = memoryTaken(entry.small ?? new Uint8Array(0));
+    return { bytes: { kind: "taken", taken }, size: entry.size, compression: taken.compression };
+  }
+}
+
+function firstNonSpace(bytes: Uint8Array): number | undefined {
+  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) return byte;
+  return undefined;
+}
+
+/** Bytes that stayed in memory, as a Taken the pusher can compress like any other. */
+export function memoryTaken(bytes: Uint8Array): Taken & { memory: Uint8Array } {
+  return {
+    memory: bytes,
+    compression: sniffCompression(bytes),
+    small: bytes,
+    stored: Promise.resolve({ digest: sha256Digest(bytes), size: bytes.length }),
+  };
+}
