@@ -168,7 +168,7 @@ export class PodmanStore {
       }
       await this.build(ctx, local);
       await this.podmanOk(["push", "--quiet", "--tls-verify=false", ...creds, "--compression-format", "zstd", local, `docker://${ref}`]);
-      const pushed = await inspectRaw(ref, registry);
+      const pushed = await inspectRaw(ref, { username: registry.username, password: registry.password });
       const layers = Array.isArray(pushed.json.layers) ? pushed.json.layers : [];
       const layerMediaTypes = layers.map((l: unknown) => (typeof l === "object" && l !== null && "mediaType" in l ? String(l.mediaType) : ""));
       if (layerMediaTypes.length !== 2 || !layerMediaTypes.every((m) => m.endsWith("+zstd"))) {

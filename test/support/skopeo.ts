@@ -24,10 +24,33 @@ import type { Readable } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import type { Dockerd } from "./dockerd.ts";
 import type { PodmanStore } from "./podman.ts";
-import { runOk, type RunResult } from "./ports.ts";
+import { run, runOk, type RunResult } from "./ports.ts";
 
 /** Flags every skopeo call gets: no dependence on the machine's policy.json or stored credentials. */
 const SKOPEO_GLOBAL = ["--insecure-policy"];
+
+/** Where containers/image keeps its blob-info cache when run as root (skopeo has no flag to move it). */
+const BLOB_INFO_CACHE_DIR = "/var/lib/containers/cache";
+
+let canIsolateCache: boolean | null = null;
+
+/**
+ * The argv that runs `skopeo --insecure-policy ...args` with a fresh, empty blob-info cache. skopeo 1.9.3
+ * remembers, machine-wide, which compressed blobs it has seen for each diff_id and where; a later copy
+ * then swaps a layer for another compression of it already in the destination registry (so an
+ * oci-archive's gzip layers arrive with different digests) or, from a docker-archive, mounts an
+ * uncompressed copy labelled `tar.gzip`. Results would depend on what earlier tests pushed. As root, each
+ * call runs in a private mount namespace with a tmpfs over the cache dir; otherwise skopeo runs as is.
+ */
+export function skopeoArgv(args: string[]): string[] {
+  if (canIsolateCache === null) {
+    canIsolateCache =
+      process.getuid?.() === 0 && Bun.spawnSync(["unshare", "--mount", "--propagation", "private", "--", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  }
+  if (!canIsolateCache) return ["skopeo", ...SKOPEO_GLOBAL, ...args];
+  const script = `mkdir -p ${BLOB_INFO_CACHE_DIR} && mount -t tmpfs -o size=64m,mode=0700 skopeo-blob-cache ${BLOB_INFO_CACHE_DIR} && exec "$@"`;
+  return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", "skopeo", ...SKOPEO_GLOBAL, ...args];
+}
 
 export interface Descriptor {
   mediaType: string;
@@ -77,7 +100,12 @@ export interface PullOptions {
 
 /** Runs skopeo with the isolating global flags; throws with stderr on failure. */
 export function skopeo(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
-  return runOk(["skopeo", ...SKOPEO_GLOBAL, ...args], { timeoutMs: opts.timeoutMs ?? 120_000 });
+  return runOk(skopeoArgv(args), { timeoutMs: opts.timeoutMs ?? 120_000 });
+}
+
+/** Like skopeo(), but never throws: for tests that expect skopeo to refuse something. */
+export function skopeoRun(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  return run(skopeoArgv(args), { timeoutMs: opts.timeoutMs ?? 120_000 });
 }
 
 function credsArgs(side: "src" | "dest", username?: string, password?: string): string[] {
@@ -272,8 +300,11 @@ export async function verifyDirImage(out: string): Promise<PulledImage> {
 export interface RegistryAccess {
   username?: string;
   password?: string;
-  /** Directory with the registry's `ca.crt`: TLS is then verified; without it, not (plain http). */
-  certDir?: string;
+  /**
+   * Directory with the registry's `ca.crt`: TLS is then verified; without it (or null), not (plain http).
+   * A DockerRegistry is a RegistryAccess as it is.
+   */
+  certDir?: string | null;
 }
 
 /** A platform as the CLIs spell it (`os/arch[/variant]`). */
@@ -291,7 +322,7 @@ export function platformString(p: PlatformSpec): string {
 /** skopeo flags for reading from a registry with `access`; `prefix` is "src-" for copy, "" for inspect. */
 function readArgs(access: RegistryAccess, prefix: "src-" | ""): string[] {
   const creds = access.username === undefined ? [`--${prefix}no-creds`] : [`--${prefix}creds`, `${access.username}:${access.password ?? ""}`];
-  const tls = access.certDir === undefined ? [`--${prefix}tls-verify=false`] : [`--${prefix}cert-dir`, access.certDir, `--${prefix}tls-verify=true`];
+  const tls = access.certDir == null ? [`--${prefix}tls-verify=false`] : [`--${prefix}cert-dir`, access.certDir, `--${prefix}tls-verify=true`];
   return [...creds, ...tls];
 }
 
@@ -308,7 +339,7 @@ export interface RawManifest {
 
 /** `skopeo inspect --raw docker://<ref>`, bytes kept exact (stdout is not decoded as text). */
 export async function inspectRaw(ref: string, access: RegistryAccess = {}): Promise<RawManifest> {
-  const cmd = ["skopeo", ...SKOPEO_GLOBAL, "inspect", "--raw", ...readArgs(access, ""), `docker://${ref}`];
+  const cmd = skopeoArgv(["inspect", "--raw", ...readArgs(access, ""), `docker://${ref}`]);
   const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const [out, stderr, code] = await Promise.all([new Response(proc.stdout).arrayBuffer(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`command failed (exit ${code}): ${cmd.join(" ")}\n--- stderr ---\n${stderr.slice(-4000)}`);
@@ -400,7 +431,7 @@ function engineImage(stdout: string, what: string): EngineImage {
 export async function podmanPullPlatform(store: PodmanStore, ref: string, platform: PlatformSpec, access: RegistryAccess = {}): Promise<EngineImage> {
   const args = ["pull", "--quiet", "--platform", platformString(platform)];
   if (access.username !== undefined) args.push("--creds", `${access.username}:${access.password ?? ""}`);
-  if (access.certDir === undefined) args.push("--tls-verify=false");
+  if (access.certDir == null) args.push("--tls-verify=false");
   else args.push("--cert-dir", access.certDir, "--tls-verify=true");
   const { stdout } = await store.podmanOk([...args, ref], { timeoutMs: 300_000 });
   const id = stdout.trim().split("\n").pop()?.trim() ?? "";
@@ -414,7 +445,7 @@ export async function podmanPullPlatform(store: PodmanStore, ref: string, platfo
  * `docker image inspect`. dockerd's registry CAs come from /etc/docker/certs.d, so only plain http here.
  */
 export async function dockerdPullPlatform(dockerd: Dockerd, ref: string, platform: PlatformSpec, access: RegistryAccess = {}): Promise<EngineImage> {
-  if (access.certDir !== undefined) throw new Error("dockerdPullPlatform: https registries are not supported (dockerd reads CAs from /etc/docker/certs.d)");
+  if (access.certDir != null) throw new Error("dockerdPullPlatform: https registries are not supported (dockerd reads CAs from /etc/docker/certs.d)");
   if (access.username !== undefined) {
     const host = ref.split("/")[0] ?? "";
     await dockerd.login(host, access.username, access.password ?? "");
