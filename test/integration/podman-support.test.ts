@@ -109,15 +109,14 @@ test("apiCalls(): inspect shows, no save call until docker save runs through the
   const dir = need(work, "work dir");
   const before = s.apiCalls().length;
   await s.docker(["image", "inspect", "--format", "{{.Id}}", z.ref]);
-  const inspectCalls = s.apiCalls().slice(before);
-  expect(inspectCalls.some((c) => /^GET \/v[0-9.]+\/images\/.*zstd\/app:1\/json$/.test(c))).toBe(true);
-  expect(inspectCalls.some(isSaveCall)).toBe(false);
+  await s.waitForApiCall((c) => /^GET \/v[0-9.]+\/images\/.*zstd\/app:1\/json$/.test(c), before);
+  expect(s.apiCalls().slice(before).some(isSaveCall)).toBe(false);
 
   const mark = s.apiCalls().length;
   // The docker CLI (28.x on PATH) asks podman's API for the archive; podman cannot write zstd layers
   // into a docker-archive, so the call is made and fails.
   const saved = await runOk(["bash", "-c", `docker save --output ${join(dir, "api.tar")} ${z.ref}; echo "exit=$?"`], { env: s.dockerEnv() });
-  const saveCalls = s.apiCalls().slice(mark).filter(isSaveCall);
-  expect(saveCalls.length).toBe(1);
+  expect(isSaveCall(await s.waitForApiCall(isSaveCall, mark))).toBe(true);
+  expect(s.apiCalls().slice(mark).filter(isSaveCall)).toHaveLength(1);
   expect(saved.stdout).toMatch(/exit=[1-9]/);
 }, SLOW);

@@ -88,12 +88,19 @@ export class PodmanStore {
 
   /**
    * Every API call the service has answered so far, oldest first, as `METHOD /path?query` (from its access
-   * log; a call appears once answered). Take `.length` before an action and slice after it. A `docker save`
-   * is `GET /v1.xx/images/get?names=...` (see isSaveCall() in dockerd.ts).
+   * log). Take `.length` before an action and slice after it. A `docker save` is
+   * `GET /v1.xx/images/get?names=...` (see isSaveCall() in dockerd.ts). The line is written once the
+   * answer is complete, so it can land just after the client has exited: to assert that something did NOT
+   * happen, first waitForApiCall() for the action's last call.
    */
   apiCalls(): string[] {
     if (!existsSync(this.serviceLogPath)) return [];
     return parsePodmanAccessLog(readFileSync(this.serviceLogPath, "utf8"));
+  }
+
+  /** Waits (default 10 s) until a call matching `pred` at index `from` or later is logged; returns it. */
+  waitForApiCall(pred: (call: string) => boolean, from = 0, timeoutMs = 10_000): Promise<string> {
+    return waitFor(() => this.apiCalls().slice(from).find(pred), timeoutMs, "a matching call in podman's access log");
   }
 
   /** DOCKER_HOST value of the running API service, or null before startService(). */
