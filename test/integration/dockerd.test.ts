@@ -1,6 +1,6 @@
 /**
- * Proves test/support/dockerd.ts: two private dockerd 20.10 run side by side (one supervising its own
- * containerd, one on a containerd we start), each entirely under its temp dir; load, inspect, save and
+ * Proves test/support/dockerd.ts: three private dockerd 20.10 run side by side (two supervising their
+ * own containerd, one on a containerd we start), each entirely under its temp dir; load, inspect, save and
  * a plain-http pull from a local docker-registry work; the debug log shows each API call; stop() leaves
  * no process, mount or file behind.
  */
@@ -16,6 +16,7 @@ import { skopeoPush } from "../support/skopeo.ts";
 const SLOW = 120_000;
 
 let supervised: Dockerd | undefined;
+let supervised2: Dockerd | undefined;
 let privateCd: Dockerd | undefined;
 let registry: DockerRegistry | undefined;
 let work: string | undefined;
@@ -29,6 +30,9 @@ beforeAll(async () => {
   await Promise.all([
     startDockerd({ containerd: existsSync(SYSTEM_CONTAINERD_SOCKET) ? "private" : "supervised" }).then((d) => {
       supervised = d;
+    }),
+    startDockerd().then((d) => {
+      supervised2 = d;
     }),
     startDockerd({ containerd: "private" }).then((d) => {
       privateCd = d;
@@ -45,6 +49,7 @@ beforeAll(async () => {
 afterAll(async () => {
   const results = await Promise.allSettled([
     supervised?.stop(),
+    supervised2?.stop(),
     privateCd?.stop(),
     registry?.stop(),
     work === undefined ? undefined : rm(work, { recursive: true, force: true }),
@@ -52,25 +57,28 @@ afterAll(async () => {
   for (const r of results) if (r.status === "rejected") console.error("dockerd test cleanup failed:", r.reason);
 }, SLOW);
 
-test("two daemons run side by side, each with its containerd under its own temp dir", async () => {
+test("three daemons run side by side, each with its containerd under its own temp dir", async () => {
   const a = need(supervised, "dockerd A");
+  const a2 = need(supervised2, "dockerd A2");
   const b = need(privateCd, "dockerd B");
-  expect(a.dir).not.toBe(b.dir);
+  expect(new Set([a.dir, a2.dir, b.dir]).size).toBe(3);
   expect(b.containerdMode).toBe("private");
-  for (const d of [a, b]) {
+  expect(a2.containerdMode).toBe(a.containerdMode);
+  for (const d of [a, a2, b]) {
     expect(d.dockerHost).toBe(`unix://${join(d.dir, "docker.sock")}`);
     expect(d.containerdSocket.startsWith(`${d.dir}/`)).toBe(true);
     expect(existsSync(d.containerdSocket)).toBe(true);
     const { stdout } = await d.dockerOk(["info", "--format", "{{.DockerRootDir}} {{.Driver}}"]);
     expect(stdout.trim()).toBe(`${d.dataRoot} vfs`);
   }
-  if (a.containerdMode === "supervised") {
+  for (const d of [a, a2]) {
+    if (d.containerdMode !== "supervised") continue;
     // dockerd's own containerd config: every path in it is inside the temp dir.
-    const toml = await readFile(join(a.dir, "x", "containerd", "containerd.toml"), "utf8");
+    const toml = await readFile(join(d.dir, "x", "containerd", "containerd.toml"), "utf8");
     const paths = [...toml.matchAll(/"(\/[^"]+)"/g)].map((m) => m[1] ?? "");
     expect(paths.length).toBeGreaterThan(3);
-    for (const p of paths) expect(p.startsWith(`${a.dir}/`)).toBe(true);
-    expect(readFileSync(a.logPath, "utf8")).toContain("starting daemon managed containerd");
+    for (const p of paths) expect(p.startsWith(`${d.dir}/`)).toBe(true);
+    expect(readFileSync(d.logPath, "utf8")).toContain("starting daemon managed containerd");
   }
   expect(existsSync(SYSTEM_CONTAINERD_SOCKET)).toBe(false);
 }, SLOW);

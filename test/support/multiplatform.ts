@@ -79,7 +79,7 @@ export const ANNOTATION = {
   predicateType: "in-toto.io/predicate-type",
 } as const;
 
-const OCI_LAYOUT = `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}`;
+const OCI_LAYOUT = JSON.stringify({ imageLayoutVersion: "1.0.0" });
 
 // ---------------------------------------------------------------------------------------------------
 // Platforms
@@ -213,10 +213,9 @@ export async function buildPlatformImages(workDir: string, platforms: readonly s
     await rm(bundle, { recursive: true, force: true });
 
     const index = parseJson(new Uint8Array(await readFile(join(layout, "index.json"))), "umoci index.json");
-    const entry = descriptors(index.manifests, "umoci index.json manifests").find((_, i) => {
-      const m = (index.manifests as unknown[])[i];
-      return isRecord(m) && isRecord(m.annotations) && m.annotations[ANNOTATION.refName] === tag;
-    });
+    const raw = Array.isArray(index.manifests) ? index.manifests : [];
+    const tagged = raw.find((m: unknown) => isRecord(m) && isRecord(m.annotations) && m.annotations[ANNOTATION.refName] === tag);
+    const entry = tagged === undefined ? undefined : descriptors([tagged], `umoci index.json entry ${tag}`)[0];
     if (entry === undefined) throw new Error(`umoci layout has no image tagged ${tag}`);
     const manifest = parseJson(await readBlob(layout, entry.digest), `umoci manifest ${tag}`);
     const config = descriptors([manifest.config], "umoci config")[0];
@@ -363,7 +362,10 @@ async function writeLayoutFiles(dir: string, indexJson: Uint8Array, blobs: Map<s
   await writeFile(join(dir, "index.json"), indexJson);
 }
 
-/** Writes a multi-platform OCI image layout directory (see the file comment and the options). */
+/**
+ * Writes a multi-platform OCI image layout into `dir` (created if needed; it should be new or empty,
+ * since stale blobs would stay). See the file comment and the options.
+ */
 export async function writeMultiPlatformLayout(dir: string, opts: MultiPlatformLayoutOptions = {}): Promise<MultiPlatformLayout> {
   let images = opts.images;
   if (images === undefined) {
@@ -683,6 +685,7 @@ export async function ociArchiveWithSkopeo(layoutDir: string, out: string, ref?:
 
 export interface ContainerdSave {
   path: string;
+  /** What the archive holds; its `dir` is the archive's path (the directory it was built in is gone). */
   layout: MultiPlatformLayout;
   /** The platform manifest.json describes (linux/amd64 when present, else the first present one). */
   manifestJsonPlatform: LayoutPlatform;
