@@ -1,13 +1,23 @@
 /**
  * Starts Debian's `docker-registry` (CNCF distribution 2.8.2) on a free 127.0.0.1 port with its own
  * temp storage, so end-to-end tests push to a real registry without touching anything shared.
+ *
+ *   await startDockerRegistry()                      // http, htpasswd Basic auth (tester / s3cret-pass)
+ *   await startDockerRegistry({ auth: false })       // anonymous
+ *   await startDockerRegistry({ tls: true })         // https with a fresh CA: .caPath, .certDir
+ *   await startDockerRegistry({ relativeUrls: true }) // Location headers as paths, not absolute URLs
+ *
+ * With `tls`, a throwaway CA (EC P-256) signs a server certificate for IP 127.0.0.1 and DNS localhost:
+ * Bun takes `caPath` as NODE_EXTRA_CA_CERTS or `fetch(..., { tls: { ca } })`; skopeo and podman take
+ * `certDir` (it holds the CA as `ca.crt`) as `--cert-dir`. Plain http to the TLS port gets Go's
+ * 400 "Client sent an HTTP request to an HTTPS server."
  * Note from REGISTRY-NOTES.md: it ignores Content-Range and sends no chunk-length headers, so it proves
  * protocol conformance and content, not chunk-size rules (that is the serverless emulator's job).
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, spawnService, stopService, waitFor } from "./ports.ts";
+import { freePort, runOk, spawnService, stopService, waitFor } from "./ports.ts";
 
 export interface DockerRegistryOptions {
   username?: string;
@@ -16,15 +26,23 @@ export interface DockerRegistryOptions {
   auth?: boolean;
   /** How long to wait for `/v2/` to answer; default 15 s. */
   startTimeoutMs?: number;
+  /** Serve https with a certificate from a fresh CA (see the file comment); default false. */
+  tls?: boolean;
+  /** `http.relativeurls: true`: Location headers are paths instead of absolute URLs; default false. */
+  relativeUrls?: boolean;
 }
 
 export interface DockerRegistry {
   /** `127.0.0.1:<port>`, the form the CLI takes as `<host[:port]>`. */
   host: string;
-  /** `http://127.0.0.1:<port>` */
+  /** `http://127.0.0.1:<port>`, or `https://...` with `tls`. */
   url: string;
   username: string;
   password: string;
+  /** With `tls`: PEM of the CA that signed the server certificate; else null. */
+  caPath: string | null;
+  /** With `tls`: a directory holding only `ca.crt` (the CA), for `--cert-dir`; else null. */
+  certDir: string | null;
   /** Temp dir holding config.yml, htpasswd, registry.log and `storage/`. */
   dir: string;
   /** Storage root (`<dir>/storage`), for tests that inspect what landed on disk. */
@@ -77,10 +95,48 @@ export function registryConfigLines(storageDir: string, port: number, secret: st
   ];
 }
 
-/** config.yml of the Basic-auth (or no-auth) registry. */
-function configYaml(storageDir: string, port: number, htpasswdPath: string | null): string {
+/** Server TLS files for registryConfigLines()'s `http:` block. */
+export interface RegistryTls {
+  certificate: string;
+  key: string;
+}
+
+/** Lines to append right after registryConfigLines() (they belong to its `http:` block). */
+export function registryHttpExtraLines(opts: { tls?: RegistryTls | null; relativeUrls?: boolean }): string[] {
   const q = (s: string): string => JSON.stringify(s);
-  const lines = registryConfigLines(storageDir, port, "harness-not-a-secret");
+  const lines: string[] = [];
+  if (opts.relativeUrls) lines.push("  relativeurls: true");
+  if (opts.tls) lines.push("  tls:", `    certificate: ${q(opts.tls.certificate)}`, `    key: ${q(opts.tls.key)}`);
+  return lines;
+}
+
+/**
+ * Makes `<dir>/ca.pem` (a CA), `<dir>/cert.pem` + `<dir>/key.pem` (server certificate for IP 127.0.0.1
+ * and DNS localhost, signed by the CA) and `<dir>/certs.d/ca.crt` (the CA again, for `--cert-dir`).
+ * EC P-256 keys, valid 2 days.
+ */
+export async function makeTestCertificates(dir: string, subject = "127.0.0.1"): Promise<{ caPath: string; certDir: string; tls: RegistryTls }> {
+  const caKey = join(dir, "ca-key.pem");
+  const caPath = join(dir, "ca.pem");
+  const key = join(dir, "key.pem");
+  const csr = join(dir, "server.csr");
+  const certificate = join(dir, "cert.pem");
+  const ext = join(dir, "server-ext.cnf");
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await runOk(["openssl", "req", "-x509", ...ec, "-sha256", "-days", "2", "-subj", "/CN=chunked-push test CA", "-keyout", caKey, "-out", caPath], { timeoutMs: 30_000 });
+  await runOk(["openssl", "req", "-new", ...ec, "-subj", `/CN=${subject}`, "-keyout", key, "-out", csr], { timeoutMs: 30_000 });
+  await writeFile(ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  await runOk(["openssl", "x509", "-req", "-in", csr, "-CA", caPath, "-CAkey", caKey, "-CAcreateserial", "-sha256", "-days", "2", "-extfile", ext, "-out", certificate], { timeoutMs: 30_000 });
+  const certDir = join(dir, "certs.d");
+  await mkdir(certDir);
+  await copyFile(caPath, join(certDir, "ca.crt"));
+  return { caPath, certDir, tls: { certificate, key } };
+}
+
+/** config.yml of the Basic-auth (or no-auth) registry. */
+function configYaml(storageDir: string, port: number, htpasswdPath: string | null, extra: string[]): string {
+  const q = (s: string): string => JSON.stringify(s);
+  const lines = [...registryConfigLines(storageDir, port, "harness-not-a-secret"), ...extra];
   if (htpasswdPath !== null) {
     lines.push("auth:", "  htpasswd:", "    realm: harness-realm", `    path: ${q(htpasswdPath)}`);
   }
@@ -108,6 +164,8 @@ export interface RegistryServeOptions {
   what: string;
   /** How long to wait for `/v2/` to answer. */
   timeoutMs: number;
+  /** Set when the config serves https: `url` becomes `https://...` and readiness trusts this CA. */
+  caPath?: string;
   /** Run by stop() once the registry has exited, before `dir` is removed (e.g. stop a token server). */
   beforeRemove?: () => Promise<void>;
 }
@@ -138,12 +196,13 @@ export async function serveRegistry(opts: RegistryServeOptions): Promise<ServedR
     const port = await freePort();
     await writeFile(configPath, opts.config(port));
     const proc = spawnService(["docker-registry", "serve", configPath], logPath, { cwd: dir });
-    const url = `http://127.0.0.1:${port}`;
+    const url = `${opts.caPath === undefined ? "http" : "https"}://127.0.0.1:${port}`;
+    const ca = opts.caPath === undefined ? undefined : await readFile(opts.caPath, "utf8");
     try {
       await waitFor(
         async () => {
           if (proc.exitCode !== null) throw new Error(`docker-registry exited with ${proc.exitCode}`);
-          const res = await fetch(`${url}/v2/`);
+          const res = await fetch(`${url}/v2/`, ca === undefined ? {} : { tls: { ca } });
           await res.arrayBuffer();
           return opts.ready(res);
         },
@@ -187,14 +246,28 @@ export async function startDockerRegistry(opts: DockerRegistryOptions = {}): Pro
   const htpasswdPath = join(dir, "htpasswd");
   try {
     if (auth) await writeFile(htpasswdPath, `${await htpasswdLine(username, password)}\n`);
+    const certs = opts.tls ? await makeTestCertificates(dir) : null;
+    const extra = registryHttpExtraLines({ tls: certs?.tls ?? null, relativeUrls: opts.relativeUrls ?? false });
     const registry = await serveRegistry({
       dir,
-      config: (port) => configYaml(storageDir, port, auth ? htpasswdPath : null),
+      config: (port) => configYaml(storageDir, port, auth ? htpasswdPath : null, extra),
       ready: (res) => res.status === (auth ? 401 : 200),
-      what: "docker-registry",
+      what: opts.tls ? "docker-registry (https)" : "docker-registry",
       timeoutMs,
+      ...(certs === null ? {} : { caPath: certs.caPath }),
     });
-    return { host: registry.host, url: registry.url, username, password, dir, storageDir, logPath: registry.logPath, stop: registry.stop };
+    return {
+      host: registry.host,
+      url: registry.url,
+      username,
+      password,
+      caPath: certs?.caPath ?? null,
+      certDir: certs?.certDir ?? null,
+      dir,
+      storageDir,
+      logPath: registry.logPath,
+      stop: registry.stop,
+    };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;

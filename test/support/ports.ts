@@ -134,10 +134,14 @@ process.once("exit", () => {
  * Starts a long-running service (stdin ignored) whose stdout and stderr both append to `logPath`, and
  * remembers it so it is SIGKILLed if the test process exits before stopService().
  */
-export function spawnService(cmd: string[], logPath: string, opts: { cwd?: string } = {}): Subprocess {
+export function spawnService(
+  cmd: string[],
+  logPath: string,
+  opts: { cwd?: string; /** Full environment (not merged); default process.env. */ env?: Record<string, string | undefined> } = {},
+): Subprocess {
   // One append-mode fd shared by stdout and stderr, so the two streams do not overwrite each other.
   const logFd = openSync(logPath, "a");
-  const proc = Bun.spawn(cmd, { cwd: opts.cwd, stdin: "ignore", stdout: logFd, stderr: logFd });
+  const proc = Bun.spawn(cmd, { cwd: opts.cwd, env: opts.env ?? process.env, stdin: "ignore", stdout: logFd, stderr: logFd });
   closeSync(logFd);
   liveServices.add(proc);
   return proc;

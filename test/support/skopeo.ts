@@ -3,6 +3,17 @@
  * the image into a `dir:` layout, then every blob is re-hashed, every layer decompressed according to
  * its media type and checked against the config's rootfs.diff_ids. If the CLI pushed a wrong byte, a
  * recompressed blob, a mislabelled media type or a config with different bytes, this throws.
+ *
+ * Pull-back verifiers, each reading a pushed image the way a different client does:
+ * - pullAndVerify({ref, username, password, tlsVerify}) / verifyDirImage(dir): the checks above.
+ * - inspectRaw(ref, access) -> {mediaType, bytes, digest}: the exact manifest (or index) at a tag.
+ * - pullPlatform(ref, {os, arch, variant}, access): one platform of an index via skopeo's
+ *   --override-os/--override-arch/--override-variant, verified as above (gzip, zstd and plain layers).
+ * - podmanPullPlatform(store, ref, platform, access): `podman pull --platform` + `podman image inspect`.
+ * - dockerdPullPlatform(dockerd, ref, platform, access): `docker pull --platform` on a private dockerd 20.10
+ *   (which cannot pull zstd layers).
+ * `access` holds optional credentials and, for an https registry, a `certDir` holding its `ca.crt`;
+ * without `certDir` TLS is not verified (the local registries speak plain http).
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -11,10 +22,35 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
-import { runOk, type RunResult } from "./ports.ts";
+import type { Dockerd } from "./dockerd.ts";
+import type { PodmanStore } from "./podman.ts";
+import { run, runOk, type RunResult } from "./ports.ts";
 
 /** Flags every skopeo call gets: no dependence on the machine's policy.json or stored credentials. */
 const SKOPEO_GLOBAL = ["--insecure-policy"];
+
+/** Where containers/image keeps its blob-info cache when run as root (skopeo has no flag to move it). */
+const BLOB_INFO_CACHE_DIR = "/var/lib/containers/cache";
+
+let canIsolateCache: boolean | null = null;
+
+/**
+ * The argv that runs `skopeo --insecure-policy ...args` with a fresh, empty blob-info cache. skopeo 1.9.3
+ * remembers, machine-wide, which compressed blobs it has seen for each diff_id and where; a later copy
+ * then swaps a layer for another compression of it already in the destination registry (so an
+ * oci-archive's gzip layers arrive with different digests) or, from a docker-archive, mounts an
+ * uncompressed copy labelled `tar.gzip`. Results would depend on what earlier tests pushed. As root, each
+ * call runs in a private mount namespace with a tmpfs over the cache dir; otherwise skopeo runs as is.
+ */
+export function skopeoArgv(args: string[]): string[] {
+  if (canIsolateCache === null) {
+    canIsolateCache =
+      process.getuid?.() === 0 && Bun.spawnSync(["unshare", "--mount", "--propagation", "private", "--", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  }
+  if (!canIsolateCache) return ["skopeo", ...SKOPEO_GLOBAL, ...args];
+  const script = `mkdir -p ${BLOB_INFO_CACHE_DIR} && mount -t tmpfs -o size=64m,mode=0700 skopeo-blob-cache ${BLOB_INFO_CACHE_DIR} && exec "$@"`;
+  return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", "skopeo", ...SKOPEO_GLOBAL, ...args];
+}
 
 export interface Descriptor {
   mediaType: string;
@@ -64,7 +100,12 @@ export interface PullOptions {
 
 /** Runs skopeo with the isolating global flags; throws with stderr on failure. */
 export function skopeo(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
-  return runOk(["skopeo", ...SKOPEO_GLOBAL, ...args], { timeoutMs: opts.timeoutMs ?? 120_000 });
+  return runOk(skopeoArgv(args), { timeoutMs: opts.timeoutMs ?? 120_000 });
+}
+
+/** Like skopeo(), but never throws: for tests that expect skopeo to refuse something. */
+export function skopeoRun(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  return run(skopeoArgv(args), { timeoutMs: opts.timeoutMs ?? 120_000 });
 }
 
 function credsArgs(side: "src" | "dest", username?: string, password?: string): string[] {
@@ -192,53 +233,224 @@ export async function pullAndVerify(opts: PullOptions): Promise<PulledImage> {
       `docker://${opts.ref}`,
       `dir:${out}`,
     ]);
-    const manifestBytes = new Uint8Array(await readFile(join(out, "manifest.json")));
-    const manifestDigest = `sha256:${createHash("sha256").update(manifestBytes).digest("hex")}`;
-    const manifest = parseManifest(manifestBytes);
-
-    const configPath = await verifyBlob(out, manifest.config, "config");
-    const configBytes = new Uint8Array(await readFile(configPath));
-    const config = parseConfig(configBytes);
-    const diffIds = config.rootfs.diff_ids;
-    if (diffIds.length !== manifest.layers.length) {
-      throw new Error(`manifest has ${manifest.layers.length} layers but config has ${diffIds.length} diff_ids`);
-    }
-
-    // Each distinct blob is checked once, but every position's diff_id is compared.
-    const verified = new Map<string, string>();
-    for (const [i, layer] of manifest.layers.entries()) {
-      let diffId = verified.get(layer.digest);
-      if (diffId === undefined) {
-        const path = await verifyBlob(out, layer, `layer ${i}`);
-        const declared = compressionOf(layer.mediaType);
-        const actual = await sniffCompression(path);
-        if (declared !== actual) {
-          throw new Error(`layer ${i} ${layer.digest}: media type ${layer.mediaType} says ${declared} but the bytes are ${actual}`);
-        }
-        try {
-          diffId = (await diffIdOf(path, declared)).digest;
-        } catch (err) {
-          throw new Error(`layer ${i} ${layer.digest}: cannot decompress as ${declared}: ${err instanceof Error ? err.message : String(err)}`);
-        }
-        verified.set(layer.digest, diffId);
-      }
-      if (diffId !== diffIds[i]) {
-        throw new Error(`layer ${i} ${layer.digest}: uncompressed sha256 is ${diffId} but config rootfs.diff_ids[${i}] is ${diffIds[i]}`);
-      }
-    }
-    return {
-      manifest,
-      manifestDigest,
-      manifestBytes,
-      configDigest: manifest.config.digest,
-      configBytes,
-      config,
-      layerDigests: manifest.layers.map((l) => l.digest),
-      layerMediaTypes: manifest.layers.map((l) => l.mediaType),
-      layerSizes: manifest.layers.map((l) => l.size),
-      diffIds,
-    };
+    return await verifyDirImage(out);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Verifies a skopeo `dir:` layout (manifest.json plus blobs named by hex digest) as pullAndVerify()
+ * does: every blob's size and sha256, each layer's compression against its media type, and each
+ * decompressed layer's sha256 against the config's diff_ids.
+ */
+export async function verifyDirImage(out: string): Promise<PulledImage> {
+  const manifestBytes = new Uint8Array(await readFile(join(out, "manifest.json")));
+  const manifestDigest = `sha256:${createHash("sha256").update(manifestBytes).digest("hex")}`;
+  const manifest = parseManifest(manifestBytes);
+
+  const configPath = await verifyBlob(out, manifest.config, "config");
+  const configBytes = new Uint8Array(await readFile(configPath));
+  const config = parseConfig(configBytes);
+  const diffIds = config.rootfs.diff_ids;
+  if (diffIds.length !== manifest.layers.length) {
+    throw new Error(`manifest has ${manifest.layers.length} layers but config has ${diffIds.length} diff_ids`);
+  }
+
+  // Each distinct blob is checked once, but every position's diff_id is compared.
+  const verified = new Map<string, string>();
+  for (const [i, layer] of manifest.layers.entries()) {
+    let diffId = verified.get(layer.digest);
+    if (diffId === undefined) {
+      const path = await verifyBlob(out, layer, `layer ${i}`);
+      const declared = compressionOf(layer.mediaType);
+      const actual = await sniffCompression(path);
+      if (declared !== actual) {
+        throw new Error(`layer ${i} ${layer.digest}: media type ${layer.mediaType} says ${declared} but the bytes are ${actual}`);
+      }
+      try {
+        diffId = (await diffIdOf(path, declared)).digest;
+      } catch (err) {
+        throw new Error(`layer ${i} ${layer.digest}: cannot decompress as ${declared}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      verified.set(layer.digest, diffId);
+    }
+    if (diffId !== diffIds[i]) {
+      throw new Error(`layer ${i} ${layer.digest}: uncompressed sha256 is ${diffId} but config rootfs.diff_ids[${i}] is ${diffIds[i]}`);
+    }
+  }
+  return {
+    manifest,
+    manifestDigest,
+    manifestBytes,
+    configDigest: manifest.config.digest,
+    configBytes,
+    config,
+    layerDigests: manifest.layers.map((l) => l.digest),
+    layerMediaTypes: manifest.layers.map((l) => l.mediaType),
+    layerSizes: manifest.layers.map((l) => l.size),
+    diffIds,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pull-back verifiers by platform, and raw manifests
+
+/** Credentials and TLS for reading a test registry. */
+export interface RegistryAccess {
+  username?: string;
+  password?: string;
+  /**
+   * Directory with the registry's `ca.crt`: TLS is then verified; without it (or null), not (plain http).
+   * A DockerRegistry is a RegistryAccess as it is.
+   */
+  certDir?: string | null;
+}
+
+/** A platform as the CLIs spell it (`os/arch[/variant]`). */
+export interface PlatformSpec {
+  os: string;
+  arch: string;
+  variant?: string;
+}
+
+/** `os/arch[/variant]` */
+export function platformString(p: PlatformSpec): string {
+  return [p.os, p.arch, p.variant].filter((x) => x !== undefined && x !== "").join("/");
+}
+
+/** skopeo flags for reading from a registry with `access`; `prefix` is "src-" for copy, "" for inspect. */
+function readArgs(access: RegistryAccess, prefix: "src-" | ""): string[] {
+  const creds = access.username === undefined ? [`--${prefix}no-creds`] : [`--${prefix}creds`, `${access.username}:${access.password ?? ""}`];
+  const tls = access.certDir == null ? [`--${prefix}tls-verify=false`] : [`--${prefix}cert-dir`, access.certDir, `--${prefix}tls-verify=true`];
+  return [...creds, ...tls];
+}
+
+export interface RawManifest {
+  /** The `mediaType` field, or when absent what the shape says (OCI index if it has `manifests`, else OCI manifest). */
+  mediaType: string;
+  /** Exact bytes the registry serves. */
+  bytes: Uint8Array;
+  /** sha256 of `bytes` (the registry's Docker-Content-Digest). */
+  digest: string;
+  /** The parsed JSON, for convenience. */
+  json: Record<string, unknown>;
+}
+
+/** `skopeo inspect --raw docker://<ref>`, bytes kept exact (stdout is not decoded as text). */
+export async function inspectRaw(ref: string, access: RegistryAccess = {}): Promise<RawManifest> {
+  const cmd = skopeoArgv(["inspect", "--raw", ...readArgs(access, ""), `docker://${ref}`]);
+  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, stderr, code] = await Promise.all([new Response(proc.stdout).arrayBuffer(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`command failed (exit ${code}): ${cmd.join(" ")}\n--- stderr ---\n${stderr.slice(-4000)}`);
+  const bytes = new Uint8Array(out);
+  const json: unknown = JSON.parse(new TextDecoder().decode(bytes));
+  if (!isRecord(json)) throw new Error(`inspectRaw ${ref}: not a JSON object`);
+  const mediaType =
+    typeof json.mediaType === "string"
+      ? json.mediaType
+      : Array.isArray(json.manifests)
+        ? "application/vnd.oci.image.index.v1+json"
+        : "application/vnd.oci.image.manifest.v1+json";
+  return { mediaType, bytes, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`, json };
+}
+
+export interface PulledPlatformImage extends PulledImage {
+  /** From the pulled config. */
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/**
+ * Pulls one platform of `ref` (an index or a single manifest) with skopeo's platform overrides into a temp
+ * `dir:` and verifies it like pullAndVerify(); also checks the config names the platform asked for.
+ */
+export async function pullPlatform(ref: string, platform: PlatformSpec, access: RegistryAccess = {}): Promise<PulledPlatformImage> {
+  const dir = await mkdtemp(join(tmpdir(), "chunked-push-pull-"));
+  try {
+    const out = join(dir, "image");
+    const overrides = ["--override-os", platform.os, "--override-arch", platform.arch];
+    if (platform.variant !== undefined) overrides.push("--override-variant", platform.variant);
+    await skopeo([...overrides, "copy", "--quiet", ...readArgs(access, "src-"), `docker://${ref}`, `dir:${out}`]);
+    const image = await verifyDirImage(out);
+    const os = typeof image.config.os === "string" ? image.config.os : "";
+    const architecture = typeof image.config.architecture === "string" ? image.config.architecture : "";
+    const variant = typeof image.config.variant === "string" ? image.config.variant : undefined;
+    if (os !== platform.os || architecture !== platform.arch || (platform.variant !== undefined && variant !== platform.variant)) {
+      throw new Error(`pullPlatform ${ref} ${platformString(platform)}: got a config for ${platformString({ os, arch: architecture, variant })}`);
+    }
+    return { ...image, os, architecture, ...(variant === undefined ? {} : { variant }) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** What an engine (podman, dockerd) reports about an image it pulled. */
+export interface EngineImage {
+  /** `sha256:<hex>`: the config digest. */
+  imageId: string;
+  /** RootFS.Layers: the diff_ids. */
+  layers: string[];
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+interface InspectedImage {
+  Id?: unknown;
+  Os?: unknown;
+  Architecture?: unknown;
+  Variant?: unknown;
+  RootFS?: { Layers?: unknown };
+}
+
+function engineImage(stdout: string, what: string): EngineImage {
+  const parsed: unknown = JSON.parse(stdout);
+  const first: unknown = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!isRecord(first)) throw new Error(`${what}: unexpected inspect output ${stdout.slice(0, 300)}`);
+  const img = first as InspectedImage;
+  const id = typeof img.Id === "string" ? img.Id : "";
+  const imageId = id.startsWith("sha256:") ? id : `sha256:${id}`;
+  const layers = Array.isArray(img.RootFS?.Layers) ? img.RootFS.Layers.filter((l): l is string => typeof l === "string") : [];
+  if (!/^sha256:[0-9a-f]{64}$/.test(imageId)) throw new Error(`${what}: unexpected image id ${id}`);
+  const variant = typeof img.Variant === "string" && img.Variant !== "" ? img.Variant : undefined;
+  return {
+    imageId,
+    layers,
+    os: typeof img.Os === "string" ? img.Os : "",
+    architecture: typeof img.Architecture === "string" ? img.Architecture : "",
+    ...(variant === undefined ? {} : { variant }),
+  };
+}
+
+/**
+ * `podman pull --platform os/arch[/variant]` of `ref` into `store`, then `podman image inspect` of the ID
+ * the pull printed (the tag moves when several platforms of one ref are pulled into one store).
+ */
+export async function podmanPullPlatform(store: PodmanStore, ref: string, platform: PlatformSpec, access: RegistryAccess = {}): Promise<EngineImage> {
+  const args = ["pull", "--quiet", "--platform", platformString(platform)];
+  if (access.username !== undefined) args.push("--creds", `${access.username}:${access.password ?? ""}`);
+  if (access.certDir == null) args.push("--tls-verify=false");
+  else args.push("--cert-dir", access.certDir, "--tls-verify=true");
+  const { stdout } = await store.podmanOk([...args, ref], { timeoutMs: 300_000 });
+  const id = stdout.trim().split("\n").pop()?.trim() ?? "";
+  if (!/^[0-9a-f]{64}$/.test(id)) throw new Error(`podman pull ${ref}: unexpected output ${stdout}`);
+  const inspected = await store.podmanOk(["image", "inspect", id]);
+  return engineImage(inspected.stdout, `podman image inspect ${id}`);
+}
+
+/**
+ * `docker pull --platform` of `ref` on a private dockerd (logging in first when `access` has a user), then
+ * `docker image inspect`. dockerd's registry CAs come from /etc/docker/certs.d, so only plain http here.
+ */
+export async function dockerdPullPlatform(dockerd: Dockerd, ref: string, platform: PlatformSpec, access: RegistryAccess = {}): Promise<EngineImage> {
+  if (access.certDir != null) throw new Error("dockerdPullPlatform: https registries are not supported (dockerd reads CAs from /etc/docker/certs.d)");
+  if (access.username !== undefined) {
+    const host = ref.split("/")[0] ?? "";
+    await dockerd.login(host, access.username, access.password ?? "");
+  }
+  const imageId = await dockerd.pull(ref, platform);
+  const { stdout } = await dockerd.dockerOk(["image", "inspect", imageId]);
+  return engineImage(stdout, `docker image inspect ${imageId}`);
 }
