@@ -178,7 +178,10 @@ export interface HostileRequest {
   status: number | "silent" | "reset" | "raw";
   /** Lower-cased names of what was answered. */
   responseHeaders: Record<string, string>;
-  /** Body bytes handed to the socket so far (the client may not have read all of them). */
+  /**
+   * Body bytes handed to the socket so far. The client may not have read them all: up to the socket
+   * buffers in between (on this machine's loopback at most 32 MiB receive + 4 MiB send) can be unread.
+   */
   responseBytes: number;
   /** The client closed the connection before the answer was complete (or while left silent). */
   clientClosed: boolean;

@@ -250,9 +250,10 @@ describe("bodies that never end, or are huge", () => {
     expect(read.ended).toBe(false);
     expect(read.head).toStartWith('{"errors":[{"code":"UNKNOWN","message":"AAAA');
     const entry = await r.waitForRequest((q) => q.method === "PATCH" && q.clientClosed, 10_000, "the client to leave");
-    // What the server handed its socket: what was read plus at most the loopback socket buffers.
+    // What the server handed its socket: what was read plus at most the socket buffers in between
+    // (loopback here: tcp_rmem max 32 MiB + tcp_wmem max 4 MiB), far from endless.
     expect(entry.responseBytes).toBeGreaterThanOrEqual(read.bytes);
-    expect(entry.responseBytes).toBeLessThan(read.bytes + 40 * MB);
+    expect(entry.responseBytes).toBeLessThan(read.bytes + 64 * MB);
     expect(entry.bodyBytes).toBe(3);
     const settled = entry.responseBytes;
     await r.waitUntil(() => r.requests.length === 1 && entry.doneAt !== undefined);
@@ -271,7 +272,7 @@ describe("bodies that never end, or are huge", () => {
     const partial = await readSome(huge, MB);
     expect(partial.ended).toBe(false);
     const entry = await r.waitForRequest((q) => q.seq === 1 && q.clientClosed);
-    expect(entry.responseBytes).toBeLessThan(50 * MB);
+    expect(entry.responseBytes).toBeLessThan(100 * MB); // half of the 200 MB: the rest was never sent
 
     const bounded = await call(r.url, "GET", "/v2/");
     const text = await bounded.text();
