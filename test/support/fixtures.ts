@@ -41,7 +41,7 @@ export function digestOf(data: Uint8Array | string): string {
 }
 
 /** Hex part of a `sha256:<hex>` digest. */
-function hexOf(digest: string): string {
+export function hexOf(digest: string): string {
   const hex = digest.startsWith("sha256:") ? digest.slice("sha256:".length) : "";
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`not a sha256 digest: ${digest}`);
   return hex;
@@ -165,7 +165,8 @@ function walkCompare(a: string, b: string): number {
   return sa.length - sb.length;
 }
 
-function sortWalkOrder(entries: TarEntry[]): TarEntry[] {
+/** Entries in the order `docker save` writes them (see walkCompare). */
+export function sortWalkOrder(entries: TarEntry[]): TarEntry[] {
   return [...entries].sort((a, b) => walkCompare(a.path, b.path));
 }
 
@@ -407,6 +408,14 @@ function blobEntries(blobs: Map<string, Uint8Array>): TarEntry[] {
 }
 
 const OCI_LAYOUT = JSON.stringify({ imageLayoutVersion: "1.0.0" });
+
+/**
+ * An OCI image layout's entries: `oci-layout`, `index.json` (this object) and each blob under
+ * `blobs/sha256/<hex of its key>`. The key need not be the bytes' digest, so hostile layouts can lie.
+ */
+export function ociLayoutEntries(blobs: Map<string, Uint8Array>, index: unknown): TarEntry[] {
+  return [...blobEntries(blobs), { path: "index.json", data: JSON.stringify(index) }, { path: "oci-layout", data: OCI_LAYOUT }];
+}
 
 /**
  * What every Docker >= 25 `docker save` holds: the blobs, `index.json` with one entry (`top`, named with
