@@ -63,6 +63,11 @@ async function saveEntries(store: ArchiveStore): Promise<SaveEntry[]> {
 async function fromDockerManifest(store: ArchiveStore, choose?: string): Promise<ArchiveImage> {
   const entries = await saveEntries(store);
   const chosen = pick(store, entries.map((e) => ({ names: e.RepoTags, value: e })), choose);
+  for (const name of [chosen.Config, ...chosen.Layers]) {
+    if (name.startsWith("/") || name.split("/").includes("..")) {
+      throw new ArchiveError(`${store.label}: manifest.json names "${name}", outside the archive: refusing it`);
+    }
+  }
   const configBytes = await store.small(chosen.Config, CONFIG_LIMIT);
   const configDigest = sha256Digest(configBytes);
   const claimed = digestFromName(chosen.Config);

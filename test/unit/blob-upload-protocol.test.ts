@@ -4,11 +4,11 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { pushBlob } from "../../src/registry/blob-upload.ts";
-import type { BlobSource } from "../../src/push/prepare-layer.ts";
+import { blobOf, pushBlob, type TestBlob } from "../support/blobs.ts";
 import type { Logger } from "../../src/log.ts";
 import { putManifest } from "../../src/registry/manifest-put.ts";
-import { buildManifest, OCI_CONFIG } from "../../src/model/manifest.ts";
+import { buildImageManifest } from "../../src/model/manifest.ts";
+import { OCI_CONFIG } from "../../src/model/media-types.ts";
 import { RegistryClient } from "../../src/registry/client.ts";
 
 type Handler = (request: Request, url: URL) => Response | Promise<Response>;
@@ -22,16 +22,6 @@ function serve(handler: Handler): string {
   const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (request) => handler(request, new URL(request.url)) });
   servers.push(server);
   return `127.0.0.1:${server.port}`;
-}
-
-function blobOf(bytes: Uint8Array): BlobSource {
-  return {
-    mediaType: "application/octet-stream",
-    digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}`,
-    size: bytes.byteLength,
-    body: () => new Blob([bytes]),
-    origin: "config",
-  };
 }
 
 function recordingLog(): Logger & { lines: string[] } {
@@ -99,7 +89,7 @@ describe("blob upload protocol", () => {
 
   test("a manifest digest that differs from the bytes sent is an error", async () => {
     const registry = serve(() => new Response(null, { status: 201, headers: { "Docker-Content-Digest": `sha256:${"1".repeat(64)}` } }));
-    const manifest = buildManifest({ mediaType: OCI_CONFIG, digest: `sha256:${"2".repeat(64)}`, size: 2 }, []);
+    const manifest = buildImageManifest({ format: "oci", config: { mediaType: OCI_CONFIG, digest: `sha256:${"2".repeat(64)}`, size: 2 }, layers: [] });
     await expect(putManifest(client(registry), "r", "t", manifest)).rejects.toThrow(
       `manifest r:t: the registry reports digest sha256:${"1".repeat(64)}, but the bytes sent hash to ${manifest.digest}`,
     );
@@ -139,7 +129,7 @@ describe("blob upload protocol", () => {
       }
       return Response.json({ errors: [{ code: "DENIED", message: "stop here" }] }, { status: 403 });
     });
-    const huge: BlobSource = { ...blobOf(bytes), size: 6 * 1024 ** 3, body: () => new Blob([new Uint8Array(16)]) };
+    const huge: TestBlob = { ...blobOf(bytes), claimedSize: 6 * 1024 ** 3 };
     const log = recordingLog();
     await expect(pushBlob(client(registry), "r", huge, { label: "layer 1/1", log })).rejects.toThrow(
       "layer 1/1: chunk 1/65 (bytes 0-99999999): HTTP 403 DENIED: stop here (the user may not push to this repository (a read-only user?))",

@@ -9,8 +9,7 @@ import net from "node:net";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pushBlob } from "../../src/registry/blob-upload.ts";
-import type { BlobSource } from "../../src/push/prepare-layer.ts";
+import { blobOf, pushBlob, type TestBlob } from "../support/blobs.ts";
 import type { Logger } from "../../src/log.ts";
 import { RegistryClient } from "../../src/registry/client.ts";
 
@@ -41,11 +40,6 @@ function client(host: string, options: { idleTimeoutMs?: number; retries?: numbe
     log: options.log,
     signal: options.signal,
   });
-}
-
-function blobOf(bytes: Uint8Array): BlobSource {
-  const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-  return { mediaType: "application/octet-stream", digest, size: bytes.byteLength, body: () => new Blob([bytes]), origin: "config" };
 }
 
 const quiet: Logger = { info: () => {}, warn: () => {} };
