@@ -49,9 +49,9 @@ async function main(argv: string[]): Promise<number> {
     prompt: promptHidden,
     env: process.env,
   });
-  const registry = (signal: AbortSignal) => clientFor(options, reference.host, reference.repository, credentials, signal, log);
+  const client = clientFor(options, reference.host, reference.repository, credentials, abort.signal, log);
   // Check the registry and the credentials before the slow work of saving and compressing.
-  await registry(abort.signal).ping();
+  await client.ping();
 
   const sealer = await Sealer.load(process.env);
   const cache = new BlobCache(options.cacheDir ?? join(process.cwd(), ".cache"), sealer);
@@ -68,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
     abort.signal.addEventListener("abort", forward, { once: true });
     try {
       const pusher = new Pusher({
-        client: registry(attempt.signal),
+        client: client.fork(attempt.signal),
         registry: reference.host,
         repository: reference.repository,
         tags: [reference.tag, ...options.extraTags],
@@ -88,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
       });
       const variant = variantOf({ algorithm: options.compression, level: options.compressionLevel });
       const source = await openSource(spec, { sink: pusher.sink, cache, records, variant, image: options.image, noRecord: repair, log, signal: attempt.signal });
+      pusher.describeSource(source.description);
       log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target} from ${source.description}`);
       pushed = { result: await pusher.push(source.root), source };
       break;

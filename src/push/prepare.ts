@@ -147,11 +147,15 @@ export async function compressLayer(
       await cache.discard(temp);
       ctx.signal.throwIfAborted();
       if (error instanceof VerificationError || error instanceof PushError) throw error;
-      throw new PushError(`${ctx.label}: cannot compress it into ${cache.dir}: ${(error as Error).message}`);
+      throw new PushError(`cannot compress ${ctx.label} into ${cache.dir}: ${(error as Error).message}`);
     },
   );
   done.catch((error: Error) => file.fail(error));
   const identity = done.then((d) => d.identity);
+  const content = done.then((d) => d.content);
+  // Awaited later by the upload and the proof; never an unhandled rejection meanwhile.
+  identity.catch(() => undefined);
+  content.catch(() => undefined);
   return {
     file,
     compression: compression.algorithm,
@@ -159,7 +163,7 @@ export async function compressLayer(
     origin: "compressed",
     key: `${diffId ?? "stream"}/${variant}`,
     verify: () => identity,
-    content: done.then((d) => d.content),
+    content,
   };
 }
 

@@ -51,6 +51,8 @@ export interface PushOptions {
   trustRemoteDigests?: boolean;
   events: PushEvents;
   log: Logger;
+  /** Where the image comes from, for messages about a source that lies: "archive /tmp/app.tar". */
+  source?: string;
   /** Aborted on the first failure so other work stops; the client uses its signal. */
   abort: AbortController;
 }
@@ -135,6 +137,11 @@ export class Pusher {
 
   private get signal(): AbortSignal {
     return this.options.abort.signal;
+  }
+
+  /** Names the source in messages about blobs that are not what it claims. */
+  describeSource(description: string): void {
+    this.options.source = description;
   }
 
   /** Where streaming sources hand each entry as it passes. */
@@ -367,7 +374,7 @@ export class Pusher {
       const outcome = uploadResult.value;
       const mediaType = prepared.asStored && layer.descriptor?.mediaType ? layer.descriptor.mediaType : layerMediaType(prepared.compression, this.options.format ?? "oci");
       const result = this.record(label, { mediaType, digest: identity.digest, size: identity.size }, outcome, prepared.origin);
-      events.update(label, { phase: outcome.status === "exists" || outcome.status === "mounted" ? "exists" : "pushed", digest: identity.digest, total: identity.size, done: identity.size, note: NOTES[outcome.status === "mounted" ? "mounted" : prepared.origin] });
+      this.finished(label, identity, outcome, NOTES[outcome.status === "mounted" ? "mounted" : prepared.origin]);
       return { ...identity, compression: prepared.compression, asStored: prepared.asStored, ...(layer.descriptor ? { source: layer.descriptor } : {}), result };
     }
   }
@@ -579,7 +586,7 @@ export class Pusher {
     });
     const descriptor = { mediaType: node.config.mediaType, digest, size: bytes.length };
     this.record(label, descriptor, outcome, "config");
-    this.options.events.update(label, { phase: outcome.status === "pushed" || outcome.status === "absent" ? "pushed" : "exists", digest, total: bytes.length, done: bytes.length });
+    this.finished(label, descriptor, outcome, undefined);
     return descriptor;
   }
 
@@ -608,7 +615,7 @@ export class Pusher {
         if (proof.status === "rejected") throw this.explain(proof.reason, what);
         if (outcome.status === "rejected") throw this.explain(outcome.reason, what);
         this.record(what, descriptor, outcome.value, "stored");
-        this.options.events.update(what, { phase: outcome.value.status === "pushed" ? "pushed" : "exists", digest: descriptor.digest, total: descriptor.size, done: descriptor.size });
+        this.finished(what, descriptor, outcome.value, undefined);
       }),
     );
   }
@@ -693,6 +700,19 @@ export class Pusher {
 
   // --- bookkeeping -------------------------------------------------------------------------------
 
+  /** The blob's last line; a dry run says how the blob would travel, with the registry's real limits. */
+  private finished(label: string, identity: { digest: string; size: number }, outcome: UploadOutcome, note: string | undefined): void {
+    const { events } = this.options;
+    if (outcome.status === "absent") {
+      const how = outcome.chunks > 1 ? `in ${outcome.chunks} chunks of at most ${outcome.chunkSize} bytes` : "in one request";
+      this.options.log.info(`${label} ${shortDigest(identity.digest)}: would push ${identity.size} bytes ${how}`);
+      events.update(label, { phase: "waiting", digest: identity.digest, note: "would push" });
+      return;
+    }
+    const phase = outcome.status === "pushed" ? "pushed" : "exists";
+    events.update(label, { phase, digest: identity.digest, total: identity.size, done: identity.size, note });
+  }
+
   private record(label: string, descriptor: Descriptor, outcome: UploadOutcome, origin: BlobResult["origin"]): BlobResult {
     const status = outcome.status === "exists" ? "skipped" : outcome.status === "absent" ? "would push" : outcome.status;
     const existing = this.results.get(descriptor.digest);
@@ -704,7 +724,9 @@ export class Pusher {
 
   /** Puts the layer's name in front of what went wrong; a lying source is named as such. */
   private explain(error: unknown, label: string): unknown {
-    if (error instanceof VerificationError) return new PushError(`${label} is not what the image says: ${error.message}`);
+    if (error instanceof VerificationError) {
+      return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
+    }
     if (error instanceof RepairableError) return new PushError(error.message);
     return error;
   }

@@ -56,6 +56,8 @@ export interface UploadOutcome {
   bytesSent: number;
   /** The blob's size. */
   size: number;
+  /** The chunk size, when chunked (or, for a dry run, when it would be). */
+  chunkSize?: number;
   /** Where a resumed session stood when this run took it over. */
   resumedAt?: number;
   mountedFrom?: string;
@@ -90,10 +92,16 @@ export function uploadOffset(range: string | null): number | undefined {
   return end <= 0 ? 0 : end + 1;
 }
 
-/** A `--chunk-size` that would have passed: half the refused body, rounded down to whole MB, at least 1 MB. */
+// Below the body limits proxies and CDNs commonly set (100 MB Cloudflare, 50m, 32m, 10m nginx, 1m nginx's default).
+const SUGGESTED = [95e6, 45e6, 30e6, 20e6, 9e6, 4e6, 9e5];
+
+/**
+ * A `--chunk-size` worth trying after a body of `refusedBytes` was refused: the largest of a few sizes
+ * just under common proxy limits that is at most half the refused body (never the refused size again).
+ */
 export function suggestChunkSize(refusedBytes: number): string {
-  const mb = Math.max(1, Math.floor(refusedBytes / 2 / 1e6));
-  return `${mb}MB`;
+  const pick = SUGGESTED.find((size) => size <= refusedBytes / 2) ?? Math.max(1024, Math.floor(refusedBytes / 2));
+  return pick >= 1e6 ? `${pick / 1e6}MB` : pick >= 1e3 ? `${Math.floor(pick / 1e3)}kB` : `${pick}`;
 }
 
 class BlobUpload {
@@ -287,7 +295,7 @@ class BlobUpload {
         return this.chunked(plan.chunkSize, 0);
       }
     }
-    this.options.onStart?.(`in chunks of ${chunkSize} bytes as it is compressed`, undefined);
+    this.options.onStart?.(`in chunks of ${chunkSize} bytes, each sent as soon as it is compressed`, undefined);
     return this.chunked(chunkSize, 0);
   }
 
@@ -516,7 +524,7 @@ class BlobUpload {
   /** The empty PUT that commits the parts; if its answer is lost or a 5xx, HEAD tells whether it landed. */
   private async complete(): Promise<void> {
     if (this.committedAlready) return;
-    const what = `${this.label}: completing the upload`;
+    const what = `${this.label}: completing the ${this.chunkCount > 1 || this.resumedAt !== undefined ? "chunked " : "streamed "}upload`;
     await this.options.beforeCommit?.();
     const { digest, size } = await this.file.done;
     for (;;) {
@@ -579,7 +587,7 @@ class BlobUpload {
     const ceiling = ceilingOf(this.limits);
     const plan = ceiling === undefined ? undefined : this.plan(size);
     this.chunkCount = plan?.kind === "chunked" ? plan.chunks.length : 1;
-    return this.outcome("absent", { size });
+    return this.outcome("absent", { size, ...(plan?.kind === "chunked" ? { chunkSize: plan.chunkSize } : {}) });
   }
 
   // --- helpers ---------------------------------------------------------------------------------

@@ -116,6 +116,16 @@ export class RegistryClient {
     return this.retry.retries;
   }
 
+  /**
+   * The same registry session (credentials already accepted, tokens, the link's pace) under another
+   * abort signal: a repaired push starts clean without asking for credentials again.
+   */
+  fork(signal: AbortSignal): RegistryClient {
+    const fork = new RegistryClient({ ...this.options, signal });
+    Object.assign(fork, { auth: this.auth, readAccepted: this.readAccepted, linkRate: this.linkRate });
+    return fork;
+  }
+
   /** The run's abort signal, for work that waits on something other than a request. */
   get signal(): AbortSignal | undefined {
     return this.options.signal;
@@ -284,6 +294,7 @@ export class RegistryClient {
         });
         watch.answered();
         if (options.body instanceof Blob) this.learnRate(options.body.size, Date.now() - started);
+        else if (isBodySource(options.body) && options.body.length !== undefined) this.learnRate(options.body.length, Date.now() - started);
         const response = await (options.stream && !REDIRECTS.has(fetched.status) ? Promise.resolve(withUrl(fetched, url)) : buffered(fetched, url)).catch((error: unknown) => {
           throw controller.signal.aborted ? controller.signal.reason : error;
         });

@@ -53,24 +53,25 @@ export function isPodman(engine: string): boolean {
 /** `docker image inspect`: the id and the diff_ids, or a message saying how to give the image. */
 export async function inspectImage(engine: string, reference: string): Promise<Inspected> {
   const name = basename(engine);
-  const result = await run(engine, ["image", "inspect", reference]);
+  // One call for both: the id, then the diff_ids as JSON (an engine that prints only the id still works).
+  const result = await run(engine, ["image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", reference]);
   if (result.code !== 0) {
     throw new PushError(
       `${name} cannot find image ${reference}: ${firstLine(result.stderr) || `exit code ${result.code}`}\n` +
         `Tag the image first (${name} tag <image> ${reference}), or push an archive with --archive <file.tar>, or copy from a registry with --from`,
     );
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(result.stdout);
-  } catch {
-    throw new PushError(`${name} image inspect answered something that is not JSON`);
-  }
-  const first = (Array.isArray(value) ? value[0] : value) as { Id?: unknown; RootFS?: { Layers?: unknown } } | undefined;
-  const rawId = typeof first?.Id === "string" ? first.Id : "";
+  const line = firstLine(result.stdout);
+  const space = line.indexOf(" ");
+  const rawId = space === -1 ? line : line.slice(0, space);
   const id = rawId.startsWith("sha256:") ? rawId : `sha256:${rawId}`;
   if (!/^sha256:[a-f0-9]{64}$/.test(id)) throw new PushError(`${name} image inspect returned an unexpected id "${rawId.slice(0, 80)}"`);
-  const layers = first?.RootFS?.Layers;
+  let layers: unknown;
+  try {
+    layers = space === -1 ? [] : JSON.parse(line.slice(space + 1));
+  } catch {
+    layers = [];
+  }
   const diffIds = Array.isArray(layers) ? layers.filter((l): l is string => typeof l === "string" && /^sha256:[a-f0-9]{64}$/.test(l)) : [];
   return { id, diffIds };
 }

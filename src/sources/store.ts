@@ -1,3 +1,4 @@
+import { PushError } from "../errors.ts";
 import type { BlobBytes } from "../model/image.ts";
 import type { Compression } from "../model/media-types.ts";
 
@@ -18,7 +19,7 @@ export interface ArchiveStore {
 }
 
 /** The archive is not what it claims; the message names it and what is wrong. */
-export class ArchiveError extends Error {
+export class ArchiveError extends PushError {
   override readonly name = "ArchiveError";
 }
 
