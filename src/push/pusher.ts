@@ -329,7 +329,8 @@ export class Pusher {
     return job;
   }
 
-  private async runLayer(layer: Layer, label: string): Promise<LayerDone> {
+  private async runLayer(layer: Layer, position: string): Promise<LayerDone> {
+    let label = position;
     const { events } = this.options;
     for (let attempt = 0; ; attempt++) {
       this.signal.throwIfAborted();
@@ -339,7 +340,8 @@ export class Pusher {
       const taken = layer.bytes.kind === "taken" ? (layer.bytes.taken as SinkTaken) : undefined;
       try {
         if (attempt === 0 && taken?.prepared && taken.upload) {
-          // Compressed (or copied) as the stream went by, and already uploading.
+          // Compressed (or copied) as the stream went by, and already uploading under the entry's name.
+          label = taken.label;
           prepared = taken.prepared;
           upload = taken.upload;
           verify = this.takenProof(layer, taken);
@@ -521,7 +523,9 @@ export class Pusher {
       { highWaterMark: 0 },
     );
     const compression = sniffCompression(head);
-    const label = `layer ${++this.streamed} (${entry.name.length > 40 ? `…${entry.name.slice(-39)}` : entry.name})`;
+    // Which layer of the image it is becomes known only when the stream ends: name it by its entry.
+    const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
+    const label = `layer ${hex ?? ++this.streamed}`;
     const ctx = this.prepareContext(label, true);
     if (compression === "none") {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
