@@ -142,10 +142,12 @@ export class RegistryClient {
   async ping(): Promise<void> {
     const { host, credentials, insecure } = this.options;
     const signal = this.options.signal;
+    // A host that cannot be found or never answers would not answer the other scheme either.
+    const probeMs = Math.min(5000, this.idleTimeoutMs);
     const wrongScheme = async (failure: ConnectionFailure) => {
-      if (failure.kind === "dns") return;
-      if (!insecure && (await answersPlainHttp(host, signal))) throw new PushError(plainHttpHint(host));
-      if (insecure && (await answersHttps(host, signal))) throw new PushError(httpsHint(host));
+      if (failure.kind === "dns" || failure.kind === "idle") return;
+      if (!insecure && (await answersPlainHttp(host, probeMs, signal))) throw new PushError(plainHttpHint(host));
+      if (insecure && (await answersHttps(host, probeMs, signal))) throw new PushError(httpsHint(host));
     };
     const request = this.request("GET", "/v2/", { what: "cannot reach the registry" });
     const response = await this.transport({ ...request, afterFirstFailure: wrongScheme });
@@ -155,7 +157,7 @@ export class RegistryClient {
     }
     if (insecure && response.status === 400) {
       const { text } = await readTextBounded(response.clone() as Response, ERROR_BODY_LIMIT);
-      if (isHttpToHttpsAnswer(response.status, text) || (await answersHttps(host, signal))) throw new PushError(httpsHint(host));
+      if (isHttpToHttpsAnswer(response.status, text) || (await answersHttps(host, probeMs, signal))) throw new PushError(httpsHint(host));
     }
     if (response.status === 401 && originOf(response.url) === this.origin) {
       throw new PushError(

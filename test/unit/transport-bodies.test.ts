@@ -124,7 +124,7 @@ describe("request bodies produced while they are sent", () => {
   });
 
   // The producer's wait stands for a compressor still writing: it is the scenario, longer than the timeout.
-  const compressorWait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const compressorWait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
   test("a paused producer is not a stalled network: no timeout while it waits for its own data", async () => {
     const server = recordingServer(() => new Response(null, { status: 202 }));
