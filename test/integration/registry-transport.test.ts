@@ -111,7 +111,7 @@ test("registry text reaches the terminal without control characters", async () =
 
 test("an endless error answer leaves the CLI's memory as small as a short one", async () => {
   const peakKb = async (host: string) => {
-    const result = await run(["/usr/bin/time", "-f", "peak-kb=%M", process.execPath, "run", CLI_ENTRY, ...ARCHIVE, `${host}/app:1`], {
+    const result = await run(["/usr/bin/time", "-f", "peak-kb=%M", process.execPath, "run", CLI_ENTRY, "--timeout", "5", ...ARCHIVE, `${host}/app:1`], {
       env: { PATH: process.env.PATH ?? "", HOME: "/nonexistent", DOCKER_CONFIG: "/nonexistent", INSECURE_HTTP_PUSH: "true" },
       timeoutMs: 30_000,
     });
