@@ -68,6 +68,14 @@ describe("answers read with a bound", () => {
     );
   });
 
+  test("a HEAD announcing a 5 GiB blob is an answer, not a body to refuse", async () => {
+    const host = await listenNet((socket) =>
+      socket.once("data", () => socket.end("HTTP/1.1 200 OK\r\nContent-Length: 5368709120\r\nDocker-Content-Digest: sha256:x\r\n\r\n")),
+    );
+    const response = await client(host).send("HEAD", "/v2/r/blobs/sha256:x");
+    expect([response.status, response.headers.get("content-length")]).toEqual([200, "5368709120"]);
+  });
+
   test("a successful answer past the default 64 KiB is an error too", async () => {
     const server = await endlessBodyServer("HTTP/1.1 202 Accepted", "z");
     expect(await messageOf(client(server.host).send("PATCH", "/v2/r/blobs/uploads/1", { body: "abc", what: "chunk 1/1" }))).toBe(

@@ -61,7 +61,8 @@ export function wire(pace: LinkPace): RoundTrip {
         return remember(streamed(fetched, answer, request, watch, controller.signal, release), request.url, prepared.bytes);
       }
       const limit = success ? request.maxBodyBytes : ERROR_BODY_LIMIT;
-      if (success && Number(fetched.headers.get("content-length") ?? 0) > limit) {
+      // A HEAD's Content-Length is the size of what a GET would bring (a blob's), not a body coming now.
+      if (success && request.method !== "HEAD" && Number(fetched.headers.get("content-length") ?? 0) > limit) {
         await answer?.cancel().catch(() => undefined);
         throw new BodyTooLarge(request.what, origin, limit);
       }
