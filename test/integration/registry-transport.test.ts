@@ -6,8 +6,13 @@
  * except a real TLS docker-registry.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { CLI_ENTRY } from "../support/cli.ts";
+import { startDockerRegistry } from "../support/docker-registry.ts";
+import { makeSampleImage, makeTempDir, writeClassicDockerArchive } from "../support/fixtures.ts";
 import { run } from "../support/ports.ts";
+import { pullAndVerify } from "../support/skopeo.ts";
 import {
   closeAll,
   closedPort,
@@ -137,3 +142,27 @@ test("credentials in a URL-style reference are never echoed", async () => {
     expect(result.stderr + result.stdout).not.toContain("hunter2");
   }
 });
+
+test("a real registry: chunked and whole uploads, then a re-push that finds every blob by HEAD", async () => {
+  const registry = await startDockerRegistry();
+  const work = await makeTempDir("transport-e2e-");
+  try {
+    const archive = await writeClassicDockerArchive(join(work, "image.tar"), makeSampleImage({ bigBytes: 12 * 1024 * 1024 }));
+    const ref = `${registry.host}/transport/app:1`;
+    const args = ["--chunk-size", "5MiB", "--cache-dir", join(work, "cache"), "--archive", archive.path, ref];
+    const env = { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" };
+    const first = await runCleanCli(args, { env, stdin: `${registry.password}\n` });
+    expect(first.stderr).not.toContain("warning");
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/: pushed [0-9.]+ MB in 2 chunks/);
+    const pulled = await pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
+    expect(first.stdout).toBe(`${ref}@${pulled.manifestDigest}\n`);
+    const again = await runCleanCli(args, { env, stdin: `${registry.password}\n` });
+    expect(again.code).toBe(0);
+    expect(again.stderr).toMatch(/\n4 blobs: 0 pushed, 4 already present; /);
+    expect(again.stdout).toBe(first.stdout);
+  } finally {
+    await registry.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}, 120_000);
