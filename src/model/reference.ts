@@ -18,12 +18,19 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
  * not guess; a digest cannot be pushed to.
  */
 export function parseReference(input: string): Reference {
-  if (/^[^/]*@/.test(input)) {
-    // Never echo it: the part before @ may be user:password.
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(input);
+  const rest = scheme ? input.slice(scheme[0].length) : input;
+  if (/^[^/]*@/.test(rest)) {
+    // Never echo it: the part before @ may be user:password (also in https://user:password@host/...).
     throw new UsageError(`a reference cannot carry credentials: set USERNAME_REGISTRY and pipe the password on stdin; ${EXPECTED}`);
   }
-  if (input.includes("@")) {
-    throw new UsageError(`cannot push to a digest reference "${input}": ${EXPECTED}`);
+  if (scheme) {
+    throw new UsageError(`a reference has no scheme: drop "${scheme[0]}" (plain http is INSECURE_HTTP_PUSH=true or --insecure); ${EXPECTED}`);
+  }
+  const at = input.indexOf("@");
+  if (at !== -1) {
+    // Only what precedes the @: a digest needs no echo, and anything else after it is not ours to print.
+    throw new UsageError(`cannot push to a digest reference "${input.slice(0, at)}@...": ${EXPECTED}`);
   }
   const slash = input.indexOf("/");
   const first = slash === -1 ? "" : input.slice(0, slash);
@@ -31,20 +38,20 @@ export function parseReference(input: string): Reference {
     throw new UsageError(`"${input}" names no registry host: ${EXPECTED}`);
   }
   if (!validHost(first)) throw new UsageError(`invalid registry host "${first}" in "${input}": ${EXPECTED}`);
-  let rest = input.slice(slash + 1);
+  let path = input.slice(slash + 1);
   let tag = "latest";
-  const colon = rest.lastIndexOf(":");
+  const colon = path.lastIndexOf(":");
   if (colon !== -1) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
+    tag = path.slice(colon + 1);
+    path = path.slice(0, colon);
     if (!TAG.test(tag)) throw new UsageError(`invalid tag "${tag}" in "${input}": ${EXPECTED}`);
   }
-  if (rest === "" || !rest.split("/").every((part) => COMPONENT.test(part))) {
+  if (path === "" || !path.split("/").every((part) => COMPONENT.test(part))) {
     throw new UsageError(
-      `invalid repository "${rest}" in "${input}" (lowercase letters, digits and . _ - separators): ${EXPECTED}`,
+      `invalid repository "${path}" in "${input}" (lowercase letters, digits and . _ - separators): ${EXPECTED}`,
     );
   }
-  return { host: first, repository: rest, tag };
+  return { host: first, repository: path, tag };
 }
 
 function validHost(host: string): boolean {

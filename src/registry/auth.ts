@@ -1,4 +1,7 @@
 import { PushError } from "../errors.ts";
+import { answerExcerpt } from "./failure.ts";
+import { terminalSafe } from "./sanitize.ts";
+import { readTextBounded, TOKEN_BODY_LIMIT } from "./transport/bounded.ts";
 
 export interface Credentials {
   username: string;
@@ -34,25 +37,31 @@ export function mergeScopes(scopes: string[]): string[] {
   return [...merged].map(([resource, actions]) => `${resource}:${[...actions].sort().join(",")}`);
 }
 
-type TokenFetch = (url: string, headers: Record<string, string>) => Promise<Response>;
+/** Asks the token service; the answer's body may be unread (it is read here with a bound). */
+export type TokenFetch = (url: string, headers: Record<string, string>) => Promise<Response>;
 
 /**
  * What goes in `Authorization`. Starts empty; the registry's 401 challenge decides: Basic with the
  * user's credentials, or a Bearer token from the challenge's realm (Docker token auth), fetched with
  * those credentials, refreshed before it expires and whenever the registry refuses it mid-push.
+ * Only the registry's own 401s reach it (see transport/authorize.ts).
  */
 export class Authenticator {
   private value?: string;
-  private bearer?: { realm: string; service?: string; scopes: string[]; expiresAt: number };
+  private bearer?: { realm: URL; service?: string; scopes: string[]; expiresAt: number };
   private refreshing?: Promise<void>;
+  private readonly defaultScopes: string[];
 
   constructor(
     private readonly credentials: Credentials | undefined,
-    private readonly defaultScope: string,
+    /** What a token is asked for, e.g. `repository:team/app:pull,push`, or `...:pull` for a source registry. */
+    defaultScopes: string | string[],
     private readonly fetchToken: TokenFetch,
     private readonly secureRegistry: boolean,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.defaultScopes = typeof defaultScopes === "string" ? [defaultScopes] : defaultScopes;
+  }
 
   /** The header for the next request; renews a token that is about to expire. */
   async header(): Promise<string | undefined> {
@@ -67,14 +76,15 @@ export class Authenticator {
   async unauthorized(wwwAuthenticate: string | null, sentHeader: string | undefined): Promise<boolean> {
     const challenge = parseChallenge(wwwAuthenticate);
     if (challenge?.scheme === "bearer" && challenge.params.realm) {
-      const scopes = mergeScopes([this.defaultScope, challenge.params.scope ?? "", ...(this.bearer?.scopes ?? [])]);
+      const realm = tokenRealm(challenge.params.realm);
+      const scopes = mergeScopes([...this.defaultScopes, challenge.params.scope ?? "", ...(this.bearer?.scopes ?? [])]);
       if (sentHeader !== this.value && this.value?.startsWith("Bearer ")) return true; // another request renewed it meanwhile
-      this.bearer = { realm: challenge.params.realm, service: challenge.params.service, scopes, expiresAt: 0 };
+      this.bearer = { realm, service: challenge.params.service, scopes, expiresAt: 0 };
       await this.renew();
       return sentHeader !== this.value;
     }
     if (!this.credentials) return false;
-    const basic = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString("base64")}`;
+    const basic = basicHeader(this.credentials);
     if (sentHeader === basic) return false;
     this.value = basic;
     return true;
@@ -93,31 +103,75 @@ export class Authenticator {
     for (const scope of bearer.scopes) url.searchParams.append("scope", scope);
     const headers: Record<string, string> = {};
     // Credentials go to the realm the registry named, but never in clear from an https registry.
-    if (this.credentials && (url.protocol === "https:" || !this.secureRegistry)) {
-      headers.Authorization = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString("base64")}`;
-    }
+    if (this.credentials && (url.protocol === "https:" || !this.secureRegistry)) headers.Authorization = basicHeader(this.credentials);
+    const service = `the token service ${url.origin}`;
     const response = await this.fetchToken(url.toString(), headers);
-    const text = await response.text().catch(() => "");
-    if (response.status === 401 || response.status === 403) {
+    const { text } = await readTextBounded(response, TOKEN_BODY_LIMIT);
+    const user = this.credentials ? `"${terminalSafe(this.credentials.username)}"` : undefined;
+    if (response.status === 401) {
       throw new PushError(
-        this.credentials
-          ? `the token service ${url.origin} rejected the username "${this.credentials.username}" or its password (HTTP ${response.status})`
-          : `the token service ${url.origin} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+        user
+          ? `${service} rejected the username ${user} or its password (HTTP 401)`
+          : `${service} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
       );
     }
-    let body: { token?: string; access_token?: string; expires_in?: number } = {};
-    try {
-      body = JSON.parse(text) as typeof body;
-    } catch {
-      // Reported below with the status.
+    if (response.status === 403) {
+      throw new PushError(
+        user
+          ? `${service} refused user ${user} a token for ${bearer.scopes.join(" ")} (HTTP 403): may this user access that repository?`
+          : `${service} refused an anonymous token for ${bearer.scopes.join(" ")} (HTTP 403): set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+      );
     }
-    const token = body.token ?? body.access_token;
-    if (!response.ok || !token) {
-      throw new PushError(`the token service ${url.origin} did not issue a token (HTTP ${response.status})`);
+    if (!response.ok) {
+      const said = answerExcerpt(response.headers.get("content-type") ?? "", text);
+      throw new PushError(`${service} did not issue a token (HTTP ${response.status}${said ? `: ${said}` : ""})`);
     }
+    const body = parseTokenAnswer(text);
+    const token = body?.token ?? body?.access_token;
+    if (!token) throw new PushError(`${service} answered HTTP ${response.status} without a token`);
     // Renew a little early; the spec's default lifetime is 60 s when none is given.
-    const lifetime = Math.max((body.expires_in ?? 60) - 10, 1) * 1000;
+    const expiresIn = typeof body?.expires_in === "number" && Number.isFinite(body.expires_in) ? body.expires_in : 60;
+    const lifetime = Math.max(expiresIn - 10, 1) * 1000;
     this.bearer = { ...bearer, expiresAt: this.now() + lifetime };
     this.value = `Bearer ${token}`;
   }
+}
+
+interface TokenAnswer {
+  token?: string;
+  access_token?: string;
+  expires_in?: number;
+}
+
+function parseTokenAnswer(text: string): TokenAnswer | undefined {
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (!parsed || typeof parsed !== "object") return undefined;
+    const { token, access_token, expires_in } = parsed as Record<string, unknown>;
+    // A token goes into a header: anything but a plain string of header-safe characters is not one.
+    const usable = (value: unknown) => (typeof value === "string" && /^[\x21-\x7e]+$/.test(value) ? value : undefined);
+    return { token: usable(token), access_token: usable(access_token), expires_in: typeof expires_in === "number" ? expires_in : undefined };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The realm as a URL we may ask: http(s) only, and never with credentials of its own in it. */
+function tokenRealm(realm: string): URL {
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    throw new PushError(`the registry named a token service that is not a URL: "${terminalSafe(realm).slice(0, 200)}"`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new PushError(`the registry named a token service that is not http(s): ${url.protocol}`);
+  }
+  url.username = "";
+  url.password = "";
+  return url;
+}
+
+function basicHeader(credentials: Credentials): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
 }

@@ -35,3 +35,8 @@ export function backoffMs(attempt: number, policy: RetryPolicy, retryAfterMs?: n
   const ceiling = Math.min(policy.baseMs * 2 ** (attempt - 1), policy.maxMs);
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
+
+/** `1 attempt`, `3 attempts`: for "gave up after ..." messages. */
+export function attemptsText(attempts: number): string {
+  return `${attempts} attempt${attempts === 1 ? "" : "s"}`;
+}

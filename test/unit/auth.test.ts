@@ -97,4 +97,16 @@ describe("Authenticator", () => {
     const anonymous = new Authenticator(undefined, "repository:a/b:pull,push", tokenService(300, 401).fetchToken, true);
     await expect(anonymous.unauthorized(CHALLENGE, undefined)).rejects.toThrow("requires authentication: set USERNAME_REGISTRY");
   });
+  test("a realm's own user:password part is dropped, and a realm that is not http(s) is refused", async () => {
+    const service = tokenService();
+    const auth = new Authenticator(credentials, ["repository:a/b:pull"], service.fetchToken, true);
+    await auth.unauthorized('Bearer realm="https://evil:x@auth.io/token",service="s"', undefined);
+    expect(service.calls[0]!.url).toBe("https://auth.io/token?service=s&scope=repository%3Aa%2Fb%3Apull");
+    await expect(auth.unauthorized('Bearer realm="file:///etc/passwd"', undefined)).rejects.toThrow("the registry named a token service that is not http(s): file:");
+  });
+
+  test("a token that could not go in a header is no token", async () => {
+    const auth = new Authenticator(credentials, "repository:a/b:pull,push", async () => Response.json({ token: "t\r\nX-Injected: 1" }), true);
+    await expect(auth.unauthorized(CHALLENGE, undefined)).rejects.toThrow("the token service https://auth.io answered HTTP 200 without a token");
+  });
 });

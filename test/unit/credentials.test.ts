@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Credentials } from "../../src/registry/auth.ts";
-import { resolveCredentials, type CredentialInput } from "../../src/cli/credentials.ts";
+import { PASSWORD_LIMIT, resolveCredentials, type CredentialInput } from "../../src/cli/credentials.ts";
 import { PushError, UsageError } from "../../src/errors.ts";
 
 let dir: string;
@@ -70,7 +70,7 @@ describe("resolveCredentials", () => {
     expect(await resolveCredentials((await input(undefined)).value)).toBeUndefined();
   });
 
-  test("Docker's order: credHelpers for the host, then credsStore, then auths", async () => {
+  test("Docker's order: the host's credHelpers entry, else credsStore; a configured helper's answer is final, else auths", async () => {
     const config = {
       credHelpers: { [HOST]: "per-host", "other.io": "unused" },
       credsStore: "store",
@@ -83,10 +83,21 @@ describe("resolveCredentials", () => {
     const { credHelpers: _, ...withoutHelpers } = config;
     const store = await input(withoutHelpers, { store: fromHelper });
     expect(await resolveCredentials(store.value)).toEqual(fromHelper);
+    expect(store.asked).toEqual([`store ${HOST}`]);
 
+    // docker/cli's native store answers "not found" with empty credentials, never the auths entry.
     const storeMisses = await input(withoutHelpers, { store: undefined });
-    expect(await resolveCredentials(storeMisses.value)).toEqual({ username: "file-user", password: "file-secret" });
+    expect(await resolveCredentials(storeMisses.value)).toBeUndefined();
     expect(storeMisses.asked).toEqual([`store ${HOST}`]);
+
+    const helperMisses = await input(config, { "per-host": undefined, store: fromHelper });
+    expect(await resolveCredentials(helperMisses.value)).toBeUndefined();
+    expect(helperMisses.asked).toEqual([`per-host ${HOST}`]);
+
+    const { credsStore: __, ...fileOnly } = withoutHelpers;
+    const file = await input(fileOnly);
+    expect(await resolveCredentials(file.value)).toEqual({ username: "file-user", password: "file-secret" });
+    expect(file.asked).toEqual([]);
   });
 
   test("auths keys may carry a scheme and a path; username/password fields work too", async () => {
@@ -121,5 +132,29 @@ describe("resolveCredentials", () => {
     } finally {
       process.env.PATH = path;
     }
+  });
+  test("a password stream that never ends (yes | ...) fails fast with a clear message", async () => {
+    const yes = Bun.spawn(["yes"], { stdout: "pipe", stderr: "ignore" });
+    try {
+      const { value } = await input(undefined, {}, { username: "me", stdin: { isTTY: false, text: async () => "never called", stream: () => yes.stdout } });
+      const before = process.memoryUsage().rss;
+      await expect(resolveCredentials(value)).rejects.toThrow(
+        new UsageError('the password on stdin is longer than 16 KiB: pipe only the password, e.g. echo "$PASSWORD" | ...'),
+      );
+      expect(process.memoryUsage().rss - before).toBeLessThan(32 * 1024 * 1024);
+    } finally {
+      yes.kill();
+      await yes.exited;
+    }
+  });
+
+  test("a password of exactly the limit, with its newline, is read whole from the stream", async () => {
+    const password = "p".repeat(PASSWORD_LIMIT);
+    const stream = new Blob([`${password}\r\n`]).stream();
+    const { value } = await input(undefined, {}, { username: "me", stdin: { isTTY: false, text: async () => "never called", stream: () => stream } });
+    expect(await resolveCredentials(value)).toEqual({ username: "me", password });
+    const tooLong = new Blob([`${password}xyz`]).stream();
+    const over = await input(undefined, {}, { username: "me", stdin: { isTTY: false, text: async () => "", stream: () => tooLong } });
+    await expect(resolveCredentials(over.value)).rejects.toThrow("the password on stdin is longer than 16 KiB");
   });
 });

@@ -34,14 +34,36 @@ describe("parseReference", () => {
     expect(() => parseReference(input)).toThrow(/expected <host\[:port\]>\/<repository>\[:<tag>\]/);
   });
 
-  test("credentials in a reference are refused without echoing them", () => {
-    let message = "";
+  const EXPECTED = "expected <host[:port]>/<repository>[:<tag>], e.g. registry.example.com/team/app:1.2";
+  const CREDENTIALS = `a reference cannot carry credentials: set USERNAME_REGISTRY and pipe the password on stdin; ${EXPECTED}`;
+
+  function messageOf(input: string): string {
     try {
-      parseReference("me:hunter2@reg.io/app");
+      parseReference(input);
     } catch (error) {
-      message = (error as Error).message;
+      expect(error).toBeInstanceOf(UsageError);
+      return (error as Error).message;
     }
-    expect(message).toContain("cannot carry credentials: set USERNAME_REGISTRY");
-    expect(message).not.toContain("hunter2");
+    throw new Error(`${input} was accepted`);
+  }
+
+  test.each([
+    "me:hunter2@reg.io/app",
+    "https://me:hunter2@reg.io/app:1",
+    "http://me:hunter2@reg.io:5000/team/app",
+    "me:hunter2@reg.io",
+    "hunter2@reg.io/app",
+    "oci://me:hunter2@reg.io/app",
+  ])("credentials in %s are refused without echoing any of it", (input) => {
+    expect(messageOf(input)).toBe(CREDENTIALS);
+  });
+
+  test("a scheme is refused, and only the scheme is named", () => {
+    expect(messageOf("https://reg.io/app:1")).toBe(`a reference has no scheme: drop "https://" (plain http is INSECURE_HTTP_PUSH=true or --insecure); ${EXPECTED}`);
+  });
+
+  test("a digest reference names only what precedes the @", () => {
+    expect(messageOf(`reg.io/app@sha256:${"a".repeat(64)}`)).toBe(`cannot push to a digest reference "reg.io/app@...": ${EXPECTED}`);
+    expect(messageOf("reg.io/app@me:hunter2")).not.toContain("hunter2");
   });
 });

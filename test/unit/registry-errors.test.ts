@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { describeFailure } from "../../src/registry/failure.ts";
+import { describeFailure, suggestChunkSize, tooLargeHint } from "../../src/registry/failure.ts";
+import { terminalSafe } from "../../src/registry/sanitize.ts";
 
 describe("describeFailure", () => {
   test("distribution JSON errors show the registry's own code, message and detail", () => {
@@ -45,5 +46,50 @@ describe("describeFailure", () => {
 
   test("JSON that is not the errors shape falls back to status text", () => {
     expect(describeFailure(404, "Not Found", "application/json", '{"other":1}').text).toBe('HTTP 404 Not Found: {"other":1}');
+  });
+});
+
+describe("registry text is terminal-safe", () => {
+  test("escape sequences, C0 and C1 controls, CR and BEL are gone from messages, codes, details, titles and plain bodies", () => {
+    const evil = "a\u001b[31mb\u001b]0;title\u0007c\u001bPdcs\u001b\\d\u009b2Je\rf\u0007g\u0000h\u007fi\u0085j\u202ek";
+    const json = JSON.stringify({ errors: [{ code: `X${evil}`, message: evil, detail: evil }] });
+    expect(describeFailure(400, "Bad", "application/json", json).text).toBe("HTTP 400 Xabcde fghijk: abcde fghijk (abcde fghijk)");
+    expect(describeFailure(502, "", "text/html", `<title>${evil}</title>`).text).toBe("HTTP 502: abcde fghijk (the registry or its origin failed; try again)");
+    expect(describeFailure(400, `Bad${evil}`, "text/plain", evil).text).toBe("HTTP 400 Badabcde fghijk: abcde fghijk");
+  });
+
+  test("terminalSafe keeps ordinary text, turns line breaks and tabs into spaces", () => {
+    expect(terminalSafe("déjà vu — 日本\tok\nnext")).toBe("déjà vu — 日本 ok next");
+  });
+
+  test("a long registry message is cut to a short excerpt", () => {
+    const json = JSON.stringify({ errors: [{ code: "C", message: "m".repeat(10_000) }, { code: "D" }, { code: "E" }, { code: "F" }, { code: "G" }] });
+    expect(describeFailure(400, "", "application/json", json).text).toBe(`HTTP 400 C: ${"m".repeat(197)}...; D; E; and 2 more`);
+  });
+});
+
+describe("413: a --chunk-size below the refused body", () => {
+  test.each([
+    [100_000_000, "50MB"],
+    [104_857_600, "52MB"],
+    [12_000_000, "6MB"],
+    [10_485_760, "5MiB"], // half is 5 MB, below serverless-registry's 5 MiB part minimum
+    [5_242_881, "5MiB"],
+    [5_242_880, "2MB"], // the body itself was no larger than 5 MiB
+    [3_000_000, "1MB"],
+    [1_000_000, "488KiB"],
+  ])("a refused body of %d bytes suggests --chunk-size %s", (bytes, size) => {
+    expect(suggestChunkSize(bytes)).toBe(size);
+    expect(tooLargeHint(bytes)).toBe(
+      `the request body (${bytes} bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size ${size}`,
+    );
+  });
+
+  test("the hint names the refused body's size when the failure knows it", () => {
+    const html = "<html><head><title>413 Request Entity Too Large</title></head></html>";
+    expect(describeFailure(413, "Payload Too Large", "text/html", html, { bodyBytes: 100_000_000 }).text).toBe(
+      "HTTP 413 Payload Too Large: 413 Request Entity Too Large (the request body (100000000 bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size 50MB)",
+    );
+    expect(describeFailure(413, "", "text/html", html).text).toEndWith("e.g. --chunk-size 50MB)");
   });
 });
