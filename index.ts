@@ -22,6 +22,7 @@ import { formatReference } from "./src/model/reference.ts";
 import { RepairableError, variantOf } from "./src/push/prepare.ts";
 import { Pusher, type PushResult } from "./src/push/pusher.ts";
 import { RegistryClient, type Credentials } from "./src/registry/client.ts";
+import { dockerConfigCredentials } from "./src/registry/docker-config.ts";
 import { DEFAULT_RETRY } from "./src/registry/retry.ts";
 import { openSource, type OpenedSource, type SourceSpec } from "./src/sources/open.ts";
 
@@ -45,7 +46,7 @@ async function main(argv: string[]): Promise<number> {
     username: options.username,
     passwordStdin: options.passwordStdin,
     host: reference.host,
-    stdin: { isTTY: process.stdin.isTTY, text: () => Bun.stdin.text() },
+    stdin: { isTTY: process.stdin.isTTY, text: () => Bun.stdin.text(), stream: () => Bun.stdin.stream() },
     prompt: promptHidden,
     env: process.env,
   });
@@ -134,14 +135,7 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
   if (options.from) {
     const from = options.from;
     // The source registry's own credentials (Docker config), never the destination's password.
-    const credentials = await resolveCredentials({
-      username: undefined,
-      passwordStdin: false,
-      host: from.host,
-      stdin: { isTTY: true, text: async () => "" },
-      prompt: async () => "",
-      env: process.env,
-    });
+    const credentials = await dockerConfigCredentials(from.host, process.env);
     const client = clientFor(options, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
     return { kind: "remote", reference: from, client };
   }

@@ -16,7 +16,7 @@ import type { BlobFile } from "../layers/blob-file.ts";
 import type { Logger } from "../log.ts";
 import { ceilingOf, negotiateLimits, planUpload, type ChunkLimits } from "./chunks.ts";
 import { NetworkError, type BodySource, type RegistryClient } from "./client.ts";
-import { isTransientStatus, parseRetryAfter } from "./retry.ts";
+import { attemptsText, isTransientStatus, parseRetryAfter } from "./retry.ts";
 
 /** Where upload sessions are kept between runs. */
 export interface SessionStore {
@@ -90,18 +90,6 @@ export function uploadOffset(range: string | null): number | undefined {
   if (!match) return undefined;
   const end = Number(match[1]);
   return end <= 0 ? 0 : end + 1;
-}
-
-// Below the body limits proxies and CDNs commonly set (100 MB Cloudflare, 50m, 32m, 10m nginx, 1m nginx's default).
-const SUGGESTED = [95e6, 45e6, 30e6, 20e6, 9e6, 4e6, 9e5];
-
-/**
- * A `--chunk-size` worth trying after a body of `refusedBytes` was refused: the largest of a few sizes
- * just under common proxy limits that is at most half the refused body (never the refused size again).
- */
-export function suggestChunkSize(refusedBytes: number): string {
-  const pick = SUGGESTED.find((size) => size <= refusedBytes / 2) ?? Math.max(1024, Math.floor(refusedBytes / 2));
-  return pick >= 1e6 ? `${pick / 1e6}MB` : pick >= 1e3 ? `${Math.floor(pick / 1e3)}kB` : `${pick}`;
 }
 
 class BlobUpload {
@@ -602,14 +590,9 @@ class BlobUpload {
     };
   }
 
-  /** A refusal, with a chunk-size hint that would have passed when the body was too large. */
-  private async refused(response: Response, what: string, bodyBytes: number): Promise<PushError> {
-    const failure = await this.client.failure(response, what);
-    if (response.status !== 413) return failure;
-    return new PushError(
-      `${what}: HTTP 413: the registry or a proxy in front of it refused a ${bodyBytes}-byte request body; ` +
-        `pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size ${suggestChunkSize(bodyBytes)}`,
-    );
+  /** A refusal; a 413 names a --chunk-size below the body that was refused. */
+  private refused(response: Response, what: string, bodyBytes: number): Promise<PushError> {
+    return this.client.failure(response, what, { bodyBytes });
   }
 
   /** A request that got no answer may be retried; anything else (an abort, a bug) goes up as it is. */
@@ -622,7 +605,7 @@ class BlobUpload {
   private async pause(what: string, reason: string, retryAfter: number | undefined, how: string): Promise<void> {
     const retries = this.client.retries;
     const fault = this.faults++;
-    if (fault >= retries) throw new PushError(`${what}: ${reason} (gave up after ${fault + 1} ${plural(fault + 1, "attempt")})`);
+    if (fault >= retries) throw new PushError(`${what}: ${reason} (gave up after ${attemptsText(fault + 1)})`);
     const wait = this.client.backoff(fault + 1, retryAfter);
     this.options.log.warn(`${what}: ${reason}; retrying${how ? ` ${how}` : ""} in ${(wait / 1000).toFixed(1)} s (attempt ${fault + 2} of ${retries + 1})`);
     await this.client.sleep(wait);

@@ -65,17 +65,21 @@ export function answerExcerpt(contentType: string, body: string): string | undef
   return excerpt(body, MESSAGE_CHARS) || undefined;
 }
 
+// Just under the body limits proxies and CDNs commonly set: Cloudflare's 100 MB, nginx's 50m, 32m, 10m.
+const USUAL_LIMITS = [95_000_000, 45_000_000, 30_000_000, 20_000_000, 9_000_000];
+
 /**
- * The --chunk-size to suggest after a 413 for a body of `refusedBytes`: half of it in whole MB (so the
- * next try is clearly under whatever limit refused it), never under serverless-registry's 5 MiB minimum
- * part size unless the refused body was itself no larger than that.
+ * A `--chunk-size` worth trying after a request body of `refusedBytes` was refused: at most half of it
+ * (so the next try is clearly under whatever limit refused it), taken from sizes just under usual proxy
+ * limits so a 10 MB nginx limit is not met with an 11 MB suggestion, and never under
+ * serverless-registry's 5 MiB minimum part size unless the refused body was itself no larger than that.
  */
 export function suggestChunkSize(refusedBytes: number): string {
   const MiB5 = 5 * 1024 * 1024;
   const half = Math.floor(refusedBytes / 2);
   if (refusedBytes > MiB5) {
-    const mb = Math.floor(half / 1_000_000);
-    return mb * 1_000_000 < MiB5 ? "5MiB" : `${mb}MB`;
+    const usual = USUAL_LIMITS.find((size) => size <= half);
+    return usual === undefined ? "5MiB" : `${usual / 1_000_000}MB`;
   }
   if (half >= 1_000_000) return `${Math.floor(half / 1_000_000)}MB`;
   return `${Math.max(1, Math.floor(half / 1024))}KiB`;

@@ -70,9 +70,11 @@ describe("registry text is terminal-safe", () => {
 
 describe("413: a --chunk-size below the refused body", () => {
   test.each([
-    [100_000_000, "50MB"],
-    [104_857_600, "52MB"],
-    [12_000_000, "6MB"],
+    [100_000_000, "45MB"], // a 50m nginx limit must not refuse the suggestion
+    [104_857_600, "45MB"],
+    [200_000_000, "95MB"], // just under Cloudflare's 100 MB
+    [23_076_164, "9MB"], // half would be 11 MB, still over a 10m limit
+    [12_000_000, "5MiB"], // half is 6 MB: no usual size fits, the 5 MiB part minimum does
     [10_485_760, "5MiB"], // half is 5 MB, below serverless-registry's 5 MiB part minimum
     [5_242_881, "5MiB"],
     [5_242_880, "2MB"], // the body itself was no larger than 5 MiB
@@ -88,7 +90,7 @@ describe("413: a --chunk-size below the refused body", () => {
   test("the hint names the refused body's size when the failure knows it", () => {
     const html = "<html><head><title>413 Request Entity Too Large</title></head></html>";
     expect(describeFailure(413, "Payload Too Large", "text/html", html, { bodyBytes: 100_000_000 }).text).toBe(
-      "HTTP 413 Payload Too Large: 413 Request Entity Too Large (the request body (100000000 bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size 50MB)",
+      "HTTP 413 Payload Too Large: 413 Request Entity Too Large (the request body (100000000 bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size 45MB)",
     );
     expect(describeFailure(413, "", "text/html", html).text).toEndWith("e.g. --chunk-size 50MB)");
   });

@@ -237,10 +237,10 @@ describe("a 413's hint knows the body it refused", () => {
     const c = client(server.host);
     const response = await c.send("PUT", "/v2/r/blobs/uploads/1?digest=sha256:x", { body: new Blob([new Uint8Array(12_000_000)]), what: "layer 1/1" });
     expect((await c.failure(response, "layer 1/1: uploading in one request")).message).toBe(
-      "layer 1/1: uploading in one request: HTTP 413 Payload Too Large: 413 Request Entity Too Large (the request body (12000000 bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size 6MB)",
+      "layer 1/1: uploading in one request: HTTP 413 Payload Too Large: 413 Request Entity Too Large (the request body (12000000 bytes) was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size 5MiB)",
     );
     const again = await c.send("PUT", "/v2/r/blobs/uploads/1?digest=sha256:x", { body: new Blob([new Uint8Array(12_000_000)]) });
-    expect((await c.failure(again, "chunk", { bodyBytes: 100_000_000 })).message).toEndWith("e.g. --chunk-size 50MB)");
+    expect((await c.failure(again, "chunk", { bodyBytes: 100_000_000 })).message).toEndWith("e.g. --chunk-size 45MB)");
   });
 });
 
