@@ -8,13 +8,14 @@
 import { join } from "node:path";
 import packageJson from "./package.json" with { type: "json" };
 import { resolveCredentials } from "./src/cli/credentials.ts";
-import { parseCommand, USAGE, type Options } from "./src/cli/options.ts";
+import { parseCommand, USAGE, type Options, type PruneCommandOptions } from "./src/cli/options.ts";
 import { chooseMode, createProgress, type Progress } from "./src/cli/progress.ts";
 import { promptHidden } from "./src/cli/prompt.ts";
 import { jsonFailure, jsonReport, resultLine, summaryLines } from "./src/cli/report.ts";
 import { Interrupted, PushError, UsageError } from "./src/errors.ts";
 import { BlobCache } from "./src/layers/cache.ts";
 import { closeCompressWorkers } from "./src/layers/parallel-compress.ts";
+import { pruneCache } from "./src/layers/prune.ts";
 import { Records } from "./src/layers/records.ts";
 import { Sealer } from "./src/layers/seal.ts";
 import type { Logger } from "./src/log.ts";
@@ -32,8 +33,9 @@ let json = false;
 async function main(argv: string[]): Promise<number> {
   json = argv.includes("--json");
   const command = parseCommand(argv, process.env);
-  if (command.kind === "help") return print(USAGE);
+  if (command.kind === "help") return print(command.text);
   if (command.kind === "version") return print(packageJson.version);
+  if (command.kind === "prune") return prune(command.options);
   const { options } = command;
   json = options.json;
   const { reference } = options;
@@ -140,6 +142,20 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
     return { kind: "remote", reference: from, client };
   }
   return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };
+}
+
+/** `prune`: bounds the cache folder and says what it removed and what it keeps. */
+async function prune(options: PruneCommandOptions): Promise<number> {
+  const dir = options.cacheDir ?? join(process.cwd(), ".cache");
+  const cache = new BlobCache(dir);
+  await cache.init();
+  const report = await pruneCache(dir, options);
+  const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+  const verb = options.dryRun ? "would remove" : "removed";
+  return print(
+    `${dir}: ${verb} ${report.removedBlobs} ${report.removedBlobs === 1 ? "blob" : "blobs"} (${mb(report.removedBytes)}); ` +
+      `${options.dryRun ? "would keep" : "keeps"} ${report.keptBlobs} (${mb(report.keptBytes)})`,
+  );
 }
 
 function print(text: string): number {

@@ -47,7 +47,64 @@ export interface Options {
   dryRun: boolean;
 }
 
-export type ParsedCommand = { kind: "push"; options: Options } | { kind: "help" } | { kind: "version" };
+export interface PruneCommandOptions {
+  cacheDir?: string;
+  maxAgeMs?: number;
+  maxBytes?: number;
+  dryRun: boolean;
+}
+
+export type ParsedCommand =
+  | { kind: "push"; options: Options }
+  | { kind: "prune"; options: PruneCommandOptions }
+  | { kind: "help"; text: string }
+  | { kind: "version" };
+
+export const PRUNE_USAGE = `Usage: bun run index.ts prune [--cache-dir <dir>] [--max-age <age>] [--max-size <size>] [--dry-run]
+
+Bounds the cache folder (default ./.cache): removes compressed layers no push used for --max-age
+(default 30d; units s, m, h, d), then the least recently used ones until it holds at most --max-size
+(bytes, or 10GB, 500MiB). What the latest pushes used goes last. --dry-run only reports.`;
+
+/** Reads \`prune\`'s flags. */
+function parsePrune(argv: string[]): ParsedCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        "cache-dir": { type: "string" },
+        "max-age": { type: "string" },
+        "max-size": { type: "string" },
+        "dry-run": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(`prune: ${(error as Error).message}`);
+  }
+  const { values } = parsed;
+  if (values.help) return { kind: "help", text: PRUNE_USAGE };
+  return {
+    kind: "prune",
+    options: {
+      cacheDir: values["cache-dir"],
+      maxAgeMs: parseAge(values["max-age"] ?? "30d"),
+      maxBytes: values["max-size"] === undefined ? undefined : parseSize(values["max-size"], "--max-size"),
+      dryRun: values["dry-run"] ?? false,
+    },
+  };
+}
+
+const AGE_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+function parseAge(text: string): number {
+  const match = /^\s*(\d+)\s*([smhd])\s*$/i.exec(text);
+  if (!match) throw new UsageError(`--max-age: "${text}" is not an age (e.g. 30d, 12h, 90m)`);
+  return Number(match[1]) * (AGE_UNITS[(match[2] as string).toLowerCase()] as number);
+}
 
 export const USAGE = `Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>
 
@@ -105,6 +162,7 @@ const LEVEL_RANGE: Record<Compression, [number, number]> = { gzip: [1, 9], zstd:
 
 /** Reads the command line and the environment; throws UsageError naming what is wrong. */
 export function parseCommand(argv: string[], env: Record<string, string | undefined>): ParsedCommand {
+  if (argv[0] === "prune") return parsePrune(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -142,7 +200,7 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     throw new UsageError((error as Error).message);
   }
   const { values, positionals } = parsed;
-  if (values.help) return { kind: "help" };
+  if (values.help) return { kind: "help", text: USAGE };
   if (values.version) return { kind: "version" };
   if (positionals.length !== 1) {
     throw new UsageError(

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { link, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PushError } from "../errors.ts";
 import { digestHex } from "../model/digest.ts";
@@ -114,6 +114,12 @@ export class BlobCache {
   /** Removes a blob whose bytes are not what its name says. */
   async discardBlob(digest: string): Promise<void> {
     await rm(this.blobPath(digest), { force: true }).catch(() => undefined);
+  }
+
+  /** Marks a blob as just used: `prune` removes the least recently used first. Best effort. */
+  async touch(path: string): Promise<void> {
+    const now = new Date();
+    await utimes(path, now, now).catch(() => undefined);
   }
 
   async discard(tempPath: string): Promise<void> {

@@ -334,7 +334,11 @@ interface PoolWorker {
   jobs: Map<number, PendingJob>;
 }
 
-const DEFAULT_WORKER_URL = new URL("./compress-worker.ts", import.meta.url);
+// In a `bun build --compile` executable the worker is an extra entry point, found by its path from the
+// project root (the build script names it); from source it sits next to this file.
+const DEFAULT_WORKER_URL: string | URL = import.meta.url.includes("/$bunfs/")
+  ? "./src/layers/compress-worker.ts"
+  : new URL("./compress-worker.ts", import.meta.url);
 
 /**
  * A fixed set of compression workers shared by every compression in flight. `slots` bounds the blocks
@@ -353,7 +357,7 @@ export class CompressPool {
 
   constructor(
     readonly size: number,
-    private readonly workerUrl: URL = DEFAULT_WORKER_URL,
+    private readonly workerUrl: string | URL = DEFAULT_WORKER_URL,
   ) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`worker count must be a positive integer, got ${size}`);
     this.workers = new Array<PoolWorker | undefined>(size).fill(undefined);

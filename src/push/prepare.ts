@@ -78,6 +78,7 @@ async function prepareUncompressed(layer: Layer, ctx: PrepareContext): Promise<P
   if (!ctx.fresh) {
     const cached = await cache.lookup(layer.diffId, variant);
     if (cached) {
+      await cache.touch(cached.path);
       const file = await BlobFile.complete(cached.path, 0, cached.size, cached.digest);
       const identity = { digest: cached.digest, size: cached.size };
       const verify = cached.sealed
@@ -185,6 +186,7 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
   if (bytes.kind === "file") {
     file = await BlobFile.complete(bytes.path, bytes.offset, bytes.size);
   } else if (cachedPath && size !== undefined) {
+    await cache.touch(cachedPath);
     file = await BlobFile.complete(cachedPath, 0, size);
     origin = "cache";
   } else if (bytes.kind === "remote") {

@@ -652,6 +652,7 @@ export class Pusher {
       await Bun.write(temp, bytes);
       path = await cache.adopt(temp, { digest, size: bytes.length });
     }
+    await cache.touch(path);
     const file = await BlobFile.complete(path, 0, bytes.length, digest);
     this.files.push(file);
     return file;

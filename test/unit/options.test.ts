@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { UsageError } from "../../src/errors.ts";
-import { parseCommand, parseSize, type Options } from "../../src/cli/options.ts";
+import { parseCommand, parseSize, PRUNE_USAGE, USAGE, type Options } from "../../src/cli/options.ts";
 
 function options(argv: string[], env: Record<string, string> = {}): Options {
   const command = parseCommand(argv, env);
@@ -51,7 +51,8 @@ describe("parseCommand", () => {
   });
 
   test("--help and --version", () => {
-    expect(parseCommand(["--help"], {})).toEqual({ kind: "help" });
+    expect(parseCommand(["--help"], {})).toEqual({ kind: "help", text: USAGE });
+    expect(parseCommand(["prune", "--help"], {})).toEqual({ kind: "help", text: PRUNE_USAGE });
     expect(parseCommand(["-v"], {})).toEqual({ kind: "version" });
   });
 
@@ -71,5 +72,24 @@ describe("parseCommand", () => {
   ])("usage errors: %p", (argv, message) => {
     expect(() => parseCommand(argv, {})).toThrow(UsageError);
     expect(() => parseCommand(argv, {})).toThrow(message);
+  });
+});
+
+describe("prune", () => {
+  test("defaults to blobs unused for 30 days, no size bound", () => {
+    expect(parseCommand(["prune"], {})).toEqual({ kind: "prune", options: { cacheDir: undefined, maxAgeMs: 30 * 86_400_000, maxBytes: undefined, dryRun: false } });
+  });
+
+  test("--max-age, --max-size, --cache-dir and --dry-run", () => {
+    expect(parseCommand(["prune", "--max-age", "12h", "--max-size", "1GB", "--cache-dir", "/c", "--dry-run"], {})).toEqual({
+      kind: "prune",
+      options: { cacheDir: "/c", maxAgeMs: 12 * 3_600_000, maxBytes: 1e9, dryRun: true },
+    });
+  });
+
+  test("an unreadable age or size, or a push flag, is a usage error naming it", () => {
+    expect(() => parseCommand(["prune", "--max-age", "soon"], {})).toThrow('--max-age: "soon" is not an age (e.g. 30d, 12h, 90m)');
+    expect(() => parseCommand(["prune", "--max-size", "big"], {})).toThrow('--max-size: "big" is not a size');
+    expect(() => parseCommand(["prune", "--archive", "x"], {})).toThrow(/^prune: Unknown option '--archive'/);
   });
 });
