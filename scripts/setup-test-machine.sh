@@ -2,6 +2,7 @@
 # Installs the programs the integration tests start and talk to, on Debian or Ubuntu (apt-get). The
 # unit tests (`bun test test/unit`) need none of them. Run as root, or with sudo available.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # docker-registry: a real OCI registry; apache2-utils: htpasswd; podman + uidmap: images and the Docker
 # API behind the docker CLI; skopeo: the independent client that pulls back what we pushed; zstd, gzip,
@@ -13,8 +14,14 @@ packages=(docker-registry apache2-utils podman uidmap skopeo zstd gzip tar opens
 
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+install_deps() {
+  # The project's own packages too, so `bun run setup` then `bun test` is all a new clone needs.
+  if command -v bun >/dev/null && [ -f package.json ]; then bun install --frozen-lockfile; fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "Every program the tests need is installed."
+  install_deps
   exit 0
 fi
 
@@ -28,3 +35,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "Installed: ${missing[*]}"
+install_deps
