@@ -180,12 +180,15 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
   const size = layer.descriptor?.size;
   const bytes = layer.bytes;
   let file: BlobFile;
+  let complete: number | undefined;
   let origin: Prepared["origin"] = "stored";
   const cachedPath = claimed && size !== undefined ? await cache.has(claimed, size) : undefined;
   if (bytes.kind === "file") {
     file = await BlobFile.complete(bytes.path, bytes.offset, bytes.size);
+    complete = bytes.size;
   } else if (cachedPath && size !== undefined) {
     file = await BlobFile.complete(cachedPath, 0, size);
+    complete = size;
     origin = "cache";
   } else if (bytes.kind === "remote") {
     file = await download(bytes, claimed, cache, ctx.signal);
@@ -194,16 +197,17 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
     const temp = cache.tempPath();
     await writeFile(temp, bytes.taken.small);
     file = await BlobFile.complete(temp, 0, bytes.taken.small.length);
+    complete = bytes.taken.small.length;
   } else if (bytes.kind === "unavailable") {
     throw new RepairableError(`${ctx.label}: its blob ${claimed ?? ""} is not in the cache, and ${bytes.reason}`);
   } else {
     throw new PushError(`${ctx.label}: its stored bytes cannot be read`);
   }
-  return storedPrepared(layer, file, origin, cache, ctx);
+  return storedPrepared(layer, file, origin, cache, ctx, complete);
 }
 
 /** The proof for stored bytes: read once beside the upload, unless this user already proved it. */
-export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["origin"], cache: BlobCache, ctx: PrepareContext): Prepared {
+export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["origin"], cache: BlobCache, ctx: PrepareContext, complete?: number): Prepared {
   const claimed = layer.descriptor?.digest;
   const size = layer.descriptor?.size;
   const verify = once(async (): Promise<BlobIdentity> => {
@@ -212,7 +216,10 @@ export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["o
     }
     let facts;
     try {
-      facts = await inspectLayer(file.stream(0, undefined, { signal: ctx.signal }), layer.compression, ctx.signal);
+      // Up to the known length of a complete file: bytes with no digest to go by (gzip under a
+      // docker-archive's layer.tar) get their identity only from this proof, so "until the file is
+      // final" would never end.
+      facts = await inspectLayer(file.stream(0, complete, { signal: ctx.signal }), layer.compression, ctx.signal);
       checkFacts(facts, { digest: claimed, size, diffId: layer.diffId });
     } catch (error) {
       ctx.signal.throwIfAborted();

@@ -354,7 +354,13 @@ export class Pusher {
       } catch (error) {
         throw this.explain(error, label);
       }
-      const [uploadResult, proof] = await Promise.allSettled([upload, this.proofFor(layer, prepared, upload, verify)]);
+      // A failed proof fails the file too: an upload of bytes with no digest to go by (gzip under a
+      // docker-archive's layer.tar) waits for the identity only the proof gives, and would wait forever.
+      const proving = this.proofFor(layer, prepared, upload, verify).catch((error: unknown) => {
+        prepared.file.fail(error as Error);
+        throw error;
+      });
+      const [uploadResult, proof] = await Promise.allSettled([upload, proving]);
       const failure = proof.status === "rejected" ? proof.reason : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError ? uploadResult.reason : undefined;
       if (failure !== undefined) {
         if (failure instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
