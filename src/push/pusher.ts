@@ -766,11 +766,17 @@ function describeChild(d: Descriptor): string {
   return d.platform ? formatPlatform(d.platform) : `manifest ${shortDigest(d.digest)}`;
 }
 
-/** The children of an index, nested indexes opened (a containerd save's index.json -> index -> images). */
-function flatten(index: IndexNode): IndexChild[] {
+/**
+ * The children of an index, nested indexes opened (a containerd save's index.json -> index -> images).
+ * Each manifest once: indexes that list the next one many times over would otherwise multiply into
+ * millions of entries (width^depth) from a few kilobytes.
+ */
+function flatten(index: IndexNode, seen = new Set<string>()): IndexChild[] {
   const out: IndexChild[] = [];
   for (const child of index.children) {
-    if (child.node?.kind === "index") out.push(...flatten(child.node));
+    if (seen.has(child.descriptor.digest)) continue;
+    seen.add(child.descriptor.digest);
+    if (child.node?.kind === "index") out.push(...flatten(child.node, seen));
     else out.push(child);
   }
   return out;
