@@ -46,7 +46,8 @@ export async function runHostileCli(args: string[], options: HostileCliOptions =
       cwd: options.cwd ?? home,
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, DOCKER_CONFIG: join(home, ".docker-none"), ...options.env },
       stdin: options.stdin,
-      timeoutMs: options.timeoutMs ?? 60_000,
+      // Below the tests' own 60 s budget, so a run that hangs is killed and reported with its output.
+      timeoutMs: options.timeoutMs ?? 45_000,
     });
     const elapsedMs = performance.now() - started;
     // A killed child makes time(1) write "Command terminated by signal N" first: the figure is last.
