@@ -41,8 +41,12 @@ export interface Prepared {
   verify(): Promise<BlobIdentity>;
 }
 
-/** A cached blob turned out wrong: the cache entry was removed and the layer must be prepared again. */
-export class RepairableError extends Error {
+/**
+ * A cached blob turned out wrong: the cache entry was removed and the layer must be prepared again.
+ * A PushError, so it keeps its type (and its plain message) on the way up to index.ts, which repairs
+ * an image built from the cache's record by saving it again.
+ */
+export class RepairableError extends PushError {
   override readonly name = "RepairableError";
 }
 

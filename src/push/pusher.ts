@@ -737,7 +737,8 @@ export class Pusher {
     if (error instanceof VerificationError) {
       return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
     }
-    if (error instanceof RepairableError) return new PushError(error.message);
+    // Kept as it is: index.ts repairs an image that came from the cache's record by saving it again.
+    if (error instanceof RepairableError) return error;
     return error;
   }
 }
