@@ -12,10 +12,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, type WrittenArchive, writeOciArchive } from "../support/fixtures.ts";
+import { compressLayer, deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, MEDIA, type WrittenArchive, writeOciArchive } from "../support/fixtures.ts";
 import { manifestPuts, PEAK_RSS_LIMIT_KB, requestsFor, runHostileCli, type MeasuredRun } from "../support/hostile-cli.ts";
 import {
   endlessJsonError,
+  endlessManifest,
   endlessTokenAnswer,
   escapeSequenceError,
   HOSTILE_ESCAPE_TEXT,
@@ -261,6 +262,46 @@ describe("bodies without end: bounded memory and a short, clear error", () => {
   }, 60_000);
 });
 
+describe("--from: documents read up to what they may be, never more", () => {
+  test("an endless manifest from the source registry", async () => {
+    const reg = await start({ rules: [{ origin: "registry", route: "manifest", method: "GET", pathIncludes: "/source/", behaviour: endlessManifest() }] });
+    const result = await runHostileCli(["--cache-dir", join(dir, `cache-${++counter}`), "--from", `${reg.host}/source:1`, `${reg.host}/${REPO}:1`], {
+      env: { INSECURE_HTTP_PUSH: "true" },
+    });
+    expect(result.code).toBe(1);
+    expect(result.lastLine).toBe(`error: reading ${reg.host}/source:1: the answer from ${reg.url} is larger than 4 MiB; stopped reading it`);
+    expect(reg.registry.bytesSent()).toBeLessThan(48 * 1024 * 1024);
+    expect(result.peakKb).toBeLessThan(PEAK_RSS_LIMIT_KB);
+    expectNoManifest(reg);
+  }, 60_000);
+
+  test("a real manifest of 70 kB and config of 100 kB are copied (not cut at a small default)", async () => {
+    const reg = await start({});
+    const layer = makeLayerTar({ "etc/remote.txt": "a layer in the source registry\n" });
+    const gz = compressLayer(layer, "gzip");
+    const config = makeConfig([digestOf(layer)], { "org.example.long": "c".repeat(100_000) });
+    reg.putBlob(gz);
+    reg.putBlob(config);
+    const manifest = new TextEncoder().encode(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA.ociManifest,
+        config: { mediaType: MEDIA.ociConfig, digest: digestOf(config), size: config.length },
+        layers: [{ mediaType: MEDIA.ociLayerGzip, digest: digestOf(gz), size: gz.length }],
+        annotations: { "org.example.long": "m".repeat(70_000) },
+      }),
+    );
+    const digest = reg.putManifest("source", "1", manifest, MEDIA.ociManifest);
+    const result = await runHostileCli(["--cache-dir", join(dir, `cache-${++counter}`), "--from", `${reg.host}/source:1`, `${reg.host}/${REPO}:1`], {
+      env: { INSECURE_HTTP_PUSH: "true" },
+    });
+    if (result.code !== 0) console.error(result.stderr);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(`${reg.host}/${REPO}:1@${digest}\n`);
+    expect(reg.manifests.get(`${REPO}:1`)?.bytes).toEqual(manifest);
+  }, 60_000);
+});
+
 describe("a Range that never progresses: the upload gives up after --retries", () => {
   test("every answer says 0-0", async () => {
     const reg = await start({ rules: [{ origin: "registry", route: "upload", behaviour: { kind: "serve", range: "rewind" } }] });
@@ -300,6 +341,9 @@ describe("absurd chunk-length headers count as no limit, with a warning, and the
     expect(reg.manifests.get(`${REPO}:1`)?.bytes).toEqual(archive.manifestBytes!);
     const layer = reg.blobs.get(archive.layerDigests[0]!);
     expect(layer && digestOf(layer)).toBe(archive.layerDigests[0]!);
+    // The config was committed last, after the layer it describes.
+    const commits = requestsFor(reg.registry, REPO).filter((r) => r.method === "PUT" && r.route === "upload" && r.status === 201);
+    expect(commits.map((r) => new URLSearchParams(r.query).get("digest"))).toEqual([archive.layerDigests[0]!, archive.configDigest]);
   }
 
   const warning = (label: string, name: string, value: string) =>
