@@ -737,8 +737,8 @@ export class Pusher {
     if (error instanceof VerificationError) {
       return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
     }
-    // Kept as it is: index.ts repairs an image that came from the cache's record by saving it again.
-    if (error instanceof RepairableError) return error;
+    // A RepairableError goes up as it is: index.ts repairs an image that came from the cache's record
+    // by saving it again, which it can only do if it still knows the error for what it is.
     return error;
   }
 }
