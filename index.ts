@@ -185,6 +185,14 @@ function stopOnSignals(log: Logger): AbortController {
   return abort;
 }
 
+// Both ends of main() exit explicitly, so the event loop running dry means main() never settled (a
+// wait nobody will end): that must not pass for a successful push, which Bun's default exit 0 would.
+process.on("beforeExit", () => {
+  progress?.finish();
+  process.stderr.write("error: unexpected failure: the push stopped before it finished (nothing left to wait for)\n");
+  process.exit(1);
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     closeCompressWorkers();

@@ -41,8 +41,12 @@ export interface Prepared {
   verify(): Promise<BlobIdentity>;
 }
 
-/** A cached blob turned out wrong: the cache entry was removed and the layer must be prepared again. */
-export class RepairableError extends Error {
+/**
+ * A cached blob turned out wrong: the cache entry was removed and the layer must be prepared again.
+ * A PushError, so it keeps its type (and its plain message) on the way up to index.ts, which repairs
+ * an image built from the cache's record by saving it again.
+ */
+export class RepairableError extends PushError {
   override readonly name = "RepairableError";
 }
 
@@ -181,13 +185,16 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
   const size = layer.descriptor?.size;
   const bytes = layer.bytes;
   let file: BlobFile;
+  let complete: number | undefined;
   let origin: Prepared["origin"] = "stored";
   const cachedPath = claimed && size !== undefined ? await cache.has(claimed, size) : undefined;
   if (bytes.kind === "file") {
     file = await BlobFile.complete(bytes.path, bytes.offset, bytes.size);
+    complete = bytes.size;
   } else if (cachedPath && size !== undefined) {
     await cache.touch(cachedPath);
     file = await BlobFile.complete(cachedPath, 0, size);
+    complete = size;
     origin = "cache";
   } else if (bytes.kind === "remote") {
     file = await download(bytes, claimed, cache, ctx.signal);
@@ -196,16 +203,17 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
     const temp = cache.tempPath();
     await writeFile(temp, bytes.taken.small);
     file = await BlobFile.complete(temp, 0, bytes.taken.small.length);
+    complete = bytes.taken.small.length;
   } else if (bytes.kind === "unavailable") {
     throw new RepairableError(`${ctx.label}: its blob ${claimed ?? ""} is not in the cache, and ${bytes.reason}`);
   } else {
     throw new PushError(`${ctx.label}: its stored bytes cannot be read`);
   }
-  return storedPrepared(layer, file, origin, cache, ctx);
+  return storedPrepared(layer, file, origin, cache, ctx, complete);
 }
 
 /** The proof for stored bytes: read once beside the upload, unless this user already proved it. */
-export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["origin"], cache: BlobCache, ctx: PrepareContext): Prepared {
+export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["origin"], cache: BlobCache, ctx: PrepareContext, complete?: number): Prepared {
   const claimed = layer.descriptor?.digest;
   const size = layer.descriptor?.size;
   const verify = once(async (): Promise<BlobIdentity> => {
@@ -214,7 +222,10 @@ export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["o
     }
     let facts;
     try {
-      facts = await inspectLayer(file.stream(0, undefined, { signal: ctx.signal }), layer.compression, ctx.signal);
+      // Up to the known length of a complete file: bytes with no digest to go by (gzip under a
+      // docker-archive's layer.tar) get their identity only from this proof, so "until the file is
+      // final" would never end.
+      facts = await inspectLayer(file.stream(0, complete, { signal: ctx.signal }), layer.compression, ctx.signal);
       checkFacts(facts, { digest: claimed, size, diffId: layer.diffId });
     } catch (error) {
       ctx.signal.throwIfAborted();

@@ -354,7 +354,13 @@ export class Pusher {
       } catch (error) {
         throw this.explain(error, label);
       }
-      const [uploadResult, proof] = await Promise.allSettled([upload, this.proofFor(layer, prepared, upload, verify)]);
+      // A failed proof fails the file too: an upload of bytes with no digest to go by (gzip under a
+      // docker-archive's layer.tar) waits for the identity only the proof gives, and would wait forever.
+      const proving = this.proofFor(layer, prepared, upload, verify).catch((error: unknown) => {
+        prepared.file.fail(error as Error);
+        throw error;
+      });
+      const [uploadResult, proof] = await Promise.allSettled([upload, proving]);
       const failure = proof.status === "rejected" ? proof.reason : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError ? uploadResult.reason : undefined;
       if (failure !== undefined) {
         if (failure instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
@@ -732,7 +738,8 @@ export class Pusher {
     if (error instanceof VerificationError) {
       return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
     }
-    if (error instanceof RepairableError) return new PushError(error.message);
+    // A RepairableError goes up as it is: index.ts repairs an image that came from the cache's record
+    // by saving it again, which it can only do if it still knows the error for what it is.
     return error;
   }
 }
@@ -761,11 +768,17 @@ function describeChild(d: Descriptor): string {
   return d.platform ? formatPlatform(d.platform) : `manifest ${shortDigest(d.digest)}`;
 }
 
-/** The children of an index, nested indexes opened (a containerd save's index.json -> index -> images). */
-function flatten(index: IndexNode): IndexChild[] {
+/**
+ * The children of an index, nested indexes opened (a containerd save's index.json -> index -> images).
+ * Each manifest once: indexes that list the next one many times over would otherwise multiply into
+ * millions of entries (width^depth) from a few kilobytes.
+ */
+function flatten(index: IndexNode, seen = new Set<string>()): IndexChild[] {
   const out: IndexChild[] = [];
   for (const child of index.children) {
-    if (child.node?.kind === "index") out.push(...flatten(child.node));
+    if (seen.has(child.descriptor.digest)) continue;
+    seen.add(child.descriptor.digest);
+    if (child.node?.kind === "index") out.push(...flatten(child.node, seen));
     else out.push(child);
   }
   return out;

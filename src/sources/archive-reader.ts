@@ -26,6 +26,7 @@ export interface ArchiveImage {
 
 const REF_NAME = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME = "io.containerd.image.name";
+const LISTED_NAMES = 20;
 
 /** Reads the image `choose` names (the only one when it names none) out of an archive's files. */
 export async function readArchive(store: ArchiveStore, choose?: string): Promise<ArchiveImage> {
@@ -111,8 +112,14 @@ async function fromLayout(store: ArchiveStore, choose?: string): Promise<Archive
     const configDigest = await loader.configDigestOf(d);
     return unique([...names, ...(configDigest ? (repoTags.get(configDigest) ?? []) : [])]);
   };
-  const entries = top.manifests;
-  const named = await Promise.all(entries.map(async (d) => ({ names: await namesOf(d), value: d })));
+  // The same manifest listed again is the same image (a hostile index.json repeats one entry
+  // thousands of times): one candidate per digest, with every name it goes by.
+  const byDigest = new Map<string, Descriptor[]>();
+  for (const d of top.manifests) byDigest.set(d.digest, [...(byDigest.get(d.digest) ?? []), d]);
+  const entries = [...byDigest.values()].map((same) => same[0]!);
+  const named = await Promise.all(
+    [...byDigest.values()].map(async (same) => ({ names: unique((await Promise.all(same.map(namesOf))).flat()), value: same[0]! })),
+  );
   // One entry: that image. Several without names (a flat multi-platform layout, buildx's attestations
   // beside their images): index.json itself is the image index. Several with names: several images.
   if (entries.length === 1 || named.every((e) => e.names.length === 0)) {
@@ -154,7 +161,9 @@ async function repoTagsByConfig(store: ArchiveStore): Promise<Map<string, string
 
 /** The one candidate `choose` names; without a name, the only candidate. Usage errors list the names. */
 function pick<T>(store: ArchiveStore, candidates: { names: string[]; value: T }[], choose?: string): T {
-  const listed = candidates.map((c) => (c.names.length ? c.names.join(", ") : "(no name)")).join("; ");
+  // A hostile index lists thousands: name a few, count the rest.
+  const shown = candidates.slice(0, LISTED_NAMES).map((c) => (c.names.length ? c.names.join(", ") : "(no name)"));
+  const listed = shown.join("; ") + (candidates.length > LISTED_NAMES ? `; and ${candidates.length - LISTED_NAMES} more` : "");
   if (choose === undefined) {
     if (candidates.length === 1) return candidates[0]!.value;
     throw new UsageError(`${store.label} holds ${candidates.length} images: choose one with --image <name> (${listed})`);

@@ -6,7 +6,7 @@
  * arrives, and a copy lands in the push folder as `<image id>.tar`.
  */
 import { createWriteStream } from "node:fs";
-import { link, readdir, rm, stat } from "node:fs/promises";
+import { link, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { PushError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -86,10 +86,12 @@ export async function removeStaleSaves(folder: string): Promise<void> {
 
 /**
  * `<id>.tar` in the push folder, if there is one and it really holds image `id` (its config, or for
- * containerd-store saves its manifest or index, has that digest). A file that does not is set aside.
+ * containerd-store saves its manifest or index, has that digest). A file that does not is set aside
+ * as `<id>.tar.not-this-image`.
  */
 export async function reuseSavedArchive(options: DaemonOptions, inspected: Inspected): Promise<DaemonImage | undefined> {
   const archive = join(options.folder, `${inspected.id.slice(7)}.tar`);
+  const aside = `${archive}.not-this-image`;
   if (!(await stat(archive).then((s) => s.isFile(), () => false))) return undefined;
   try {
     const image = await readArchive(await TarStore.open(archive), undefined);
@@ -97,12 +99,14 @@ export async function reuseSavedArchive(options: DaemonOptions, inspected: Inspe
       options.log.info(`Reusing ${archive} (image ${inspected.id.slice(7, 19)})`);
       return { ...image, id: inspected.id, archive, via: "archive" };
     }
-    options.log.warn(`${archive} does not hold image ${inspected.id.slice(7, 19)}: saving the image again`);
+    options.log.warn(`${archive} does not hold image ${inspected.id.slice(7, 19)}: moved it to ${basename(aside)}, saving the image again`);
   } catch (error) {
     if (!(error instanceof ArchiveError) && !(error instanceof PushError)) throw error;
-    options.log.warn(`${archive} cannot be read (${error.message}): saving the image again`);
+    options.log.warn(`${archive} cannot be read (${error.message}): moved it to ${basename(aside)}, saving the image again`);
   }
-  await rm(archive, { force: true });
+  // Set aside, not deleted: it is someone's file, maybe the only copy of another image, maybe evidence
+  // of tampering. One per image id, so repeated runs do not pile them up.
+  await rename(archive, aside);
   return undefined;
 }
 

@@ -20,7 +20,12 @@ const ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", "
 export async function readRemote(client: RegistryClient, source: SourceReference): Promise<ArchiveImage> {
   const label = `${source.host}/${source.repository}`;
   const what = `${label}:${source.reference}`;
-  const response = await client.send("GET", `/v2/${source.repository}/manifests/${source.reference}`, { headers: { Accept: ACCEPT }, what: `reading ${what}` });
+  // Read up to what a manifest may be, not the small default meant for answers we only glance at.
+  const response = await client.send("GET", `/v2/${source.repository}/manifests/${source.reference}`, {
+    headers: { Accept: ACCEPT },
+    what: `reading ${what}`,
+    maxBodyBytes: MANIFEST_LIMIT,
+  });
   if (response.status === 404) throw new PushError(`${what} does not exist in the source registry`);
   if (!response.ok) throw await client.failure(response, `reading ${what}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
@@ -58,7 +63,12 @@ function remoteBlobs(client: RegistryClient, repository: string, label: string, 
       if (digest === rootDigest) return rootBytes;
       // Child manifests live under /manifests/, configs under /blobs/: ask the one that answers.
       for (const kind of ["manifests", "blobs"] as const) {
-        const response = await client.send("GET", `/v2/${repository}/${kind}/${digest}`, { headers: { Accept: ACCEPT }, what: `reading ${label}@${digest}` });
+        const response = await client.send("GET", `/v2/${repository}/${kind}/${digest}`, {
+          headers: { Accept: ACCEPT },
+          what: `reading ${label}@${digest}`,
+          // The walker's own limit for this document (a manifest's, or a config's larger one).
+          maxBodyBytes: limit,
+        });
         if (response.status === 404) continue;
         if (!response.ok) throw await client.failure(response, `reading ${label}@${digest}`);
         const bytes = new Uint8Array(await response.arrayBuffer());

@@ -80,10 +80,12 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
   for (let offset = 0; offset + BLOCK <= fileSize; ) {
     const { bytesRead } = await handle.read(block, 0, BLOCK, offset);
     if (bytesRead < BLOCK) throw corrupt(`short read at byte ${offset}`);
-    const header = new Header(block, 0, extended, global);
+    const header = parseHeader(block, offset, extended, global, corrupt);
     if (header.nullBlock) return entries;
     if (!header.cksumValid) throw corrupt(`bad header checksum at byte ${offset}`);
     const size = header.size ?? 0;
+    if (!Number.isSafeInteger(size) || size < 0) throw corrupt(`the entry at byte ${offset} has an impossible size`);
+    const headerOffset = offset;
     const dataOffset = offset + BLOCK;
     if (dataOffset + size > fileSize) throw corrupt(`entry "${header.path}" ends past the end of the file`);
     offset = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
@@ -94,7 +96,7 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
       case "NextFileHasLongPath":
       case "OldGnuLongPath":
       case "NextFileHasLongLinkpath": {
-        if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`a ${header.type} record at byte ${offset} claims ${size} bytes`);
+        if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`${extendedName(header.type)} at byte ${headerOffset} claims ${size} bytes`);
         const data = Buffer.alloc(size);
         await handle.read(data, 0, size, dataOffset);
         ({ extended, global } = applyExtended(header.type, data, extended, global));
@@ -112,6 +114,32 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
   // A tar cut short before its end-of-archive blocks still has every entry it lists; only a cut
   // inside an entry is fatal, and that is caught above.
   return entries;
+}
+
+/**
+ * node-tar's Header, whose plain Error on a size field it cannot represent (base-256 beyond 2^53, as
+ * a hostile archive writes) becomes the archive's "corrupt" message rather than an unexpected failure.
+ */
+export function parseHeader(
+  block: Buffer,
+  offset: number,
+  extended: HeaderData | undefined,
+  global: HeaderData | undefined,
+  corrupt: (why: string) => Error,
+): Header {
+  try {
+    return new Header(block, 0, extended, global);
+  } catch (error) {
+    throw corrupt(`the header at byte ${offset} cannot be read (${(error as Error).message})`);
+  }
+}
+
+/** An extended record's type in words, for messages. */
+export function extendedName(type: string): string {
+  if (type === "ExtendedHeader") return "a pax extended header";
+  if (type === "GlobalExtendedHeader") return "a pax global header";
+  if (type === "NextFileHasLongLinkpath") return "a GNU long link-name record";
+  return "a GNU long-name record";
 }
 
 /** Folds a pax or GNU long-name record into the headers that apply to the next entry (or all of them). */

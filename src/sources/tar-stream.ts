@@ -1,6 +1,6 @@
-import { Header, type HeaderData } from "tar";
+import type { HeaderData } from "tar";
 import { ArchiveError } from "./store.ts";
-import { applyExtended, EXTENDED_HEADER_LIMIT, safeLink, safeName } from "./tar-index.ts";
+import { applyExtended, EXTENDED_HEADER_LIMIT, extendedName, parseHeader, safeLink, safeName } from "./tar-index.ts";
 
 /** One entry of a tar stream, as its header describes it. */
 export interface StreamEntry {
@@ -32,18 +32,18 @@ export async function walkTarStream(
     for (;;) {
       const block = await bytes.exact(BLOCK);
       if (!block) return; // a tar cut after a whole entry still holds every entry before the cut
-      const header = new Header(Buffer.from(block.buffer, block.byteOffset, block.byteLength), 0, extended, global);
+      const header = parseHeader(Buffer.from(block.buffer, block.byteOffset, block.byteLength), offset, extended, global, corrupt);
       if (header.nullBlock) return;
       if (!header.cksumValid) throw corrupt(`bad header checksum at byte ${offset}`);
       const size = header.size ?? 0;
-      if (!Number.isSafeInteger(size) || size < 0) throw corrupt(`entry at byte ${offset} has an impossible size`);
+      if (!Number.isSafeInteger(size) || size < 0) throw corrupt(`the entry at byte ${offset} has an impossible size`);
       const padded = Math.ceil(size / BLOCK) * BLOCK;
       offset += BLOCK;
       const type = header.type ?? "File";
       if (type === "ExtendedHeader" || type === "GlobalExtendedHeader" || type === "NextFileHasLongPath" || type === "OldGnuLongPath" || type === "NextFileHasLongLinkpath") {
-        if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`a ${type} record at byte ${offset - BLOCK} claims ${size} bytes`);
+        if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`${extendedName(type)} at byte ${offset - BLOCK} claims ${size} bytes`);
         const data = await bytes.exact(size);
-        if (!data) throw corrupt(`the stream ends inside a ${type} record`);
+        if (!data) throw corrupt(`the stream ends inside ${extendedName(type)}`);
         await bytes.skip(padded - size);
         ({ extended, global } = applyExtended(type, Buffer.from(data), extended, global));
         offset += padded;
@@ -57,9 +57,16 @@ export async function walkTarStream(
       }
       if (type === "File" || type === "OldFile" || type === "ContiguousFile") {
         const body = bytes.slice(size);
-        await onEntry(entry, body.stream);
+        try {
+          await onEntry(entry, body.stream);
+        } catch (error) {
+          // A consumer that failed because the entry was cut short (its header claims more than the
+          // stream holds) reports a truncated archive, not its own trouble with the short input.
+          if (!body.complete) throw corrupt(`the stream ends inside "${entry.name}", which claims ${size} bytes`);
+          throw error;
+        }
         await body.drain();
-        if (!body.complete) throw corrupt(`the stream ends inside "${entry.name}"`);
+        if (!body.complete) throw corrupt(`the stream ends inside "${entry.name}", which claims ${size} bytes`);
       } else {
         await onEntry(entry, emptyStream());
         if (!(await bytes.skip(size))) throw corrupt(`the stream ends inside "${entry.name}"`);

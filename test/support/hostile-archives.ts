@@ -749,7 +749,8 @@ export interface FakeEngine {
 
 /**
  * A `docker`-like script: `image inspect ...` prints `sha256:<id>`; `save -o <file> <ref>` copies
- * `saveFrom` there (or fails when it is unset, so a test proves no save happened); anything else fails.
+ * `saveFrom` there and `save <ref>` writes it to stdout (both fail when it is unset, so a test proves no
+ * save happened); anything else fails.
  */
 export async function writeFakeEngine(dir: string, opts: { id: string; saveFrom?: string }): Promise<FakeEngine> {
   const path = join(dir, "fake-docker");
@@ -764,6 +765,10 @@ export async function writeFakeEngine(dir: string, opts: { id: string; saveFrom?
     "fi",
     'if [ "$1" = save ] && [ "$2" = -o ]; then',
     opts.saveFrom === undefined ? '  echo "fake engine: save is not allowed in this test" >&2; exit 1' : `  cp ${q(opts.saveFrom)} "$3" && exit 0; exit 1`,
+    "fi",
+    // `docker save <ref>` writes the archive to stdout: the form the CLI uses, reading it as it comes.
+    'if [ "$1" = save ]; then',
+    opts.saveFrom === undefined ? '  echo "fake engine: save is not allowed in this test" >&2; exit 1' : `  exec cat ${q(opts.saveFrom)}`,
     "fi",
     'echo "fake engine: unsupported: $*" >&2',
     "exit 2",
