@@ -138,7 +138,10 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
     const from = options.from;
     // The source registry's own credentials (Docker config), never the destination's password.
     const credentials = await dockerConfigCredentials(from.host, process.env);
-    const client = clientFor(options, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
+    // The source's scheme is its own: --insecure for an http destination must not send a remote source's
+    // credentials in clear. A registry on this machine follows --insecure, as Docker treats 127.0.0.0/8.
+    const insecure = options.fromInsecure || (options.insecure && isLoopback(from.host));
+    const client = clientFor({ ...options, insecure }, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
     return { kind: "remote", reference: from, client };
   }
   return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };
@@ -156,6 +159,11 @@ async function prune(options: PruneCommandOptions): Promise<number> {
     `${dir}: ${verb} ${report.removedBlobs} ${report.removedBlobs === 1 ? "blob" : "blobs"} (${mb(report.removedBytes)}); ` +
       `${options.dryRun ? "would keep" : "keeps"} ${report.keptBlobs} (${mb(report.keptBytes)})`,
   );
+}
+
+function isLoopback(host: string): boolean {
+  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 function print(text: string): number {

@@ -15,6 +15,8 @@ export interface Options {
   archive?: string;
   /** Copy from another registry instead. */
   from?: SourceReference;
+  /** Plain http for --from's registry. */
+  fromInsecure: boolean;
   /** Which image of a multi-image archive. */
   image?: string;
   /** The platforms to push (all when empty). */
@@ -124,6 +126,7 @@ Image source (default: the local engine's image named like the target):
                               zstd-compressed (.tar.gz, .tar.zst), or an OCI layout directory
       --from <host/repo[:tag|@digest]>
                               copy from another registry (its credentials from the Docker config)
+      --from-insecure         plain http for --from's registry (a loopback one follows --insecure)
       --image <name>          which image of a multi-image archive (a RepoTag or ref.name)
       --engine <docker|podman|path>
                               what runs \`save\` when no --archive is given (env DOCKER_BIN; default docker)
@@ -176,6 +179,7 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
         tag: { type: "string", short: "t", multiple: true },
         archive: { type: "string" },
         from: { type: "string" },
+        "from-insecure": { type: "boolean" },
         image: { type: "string" },
         platform: { type: "string", multiple: true },
         format: { type: "string" },
@@ -217,6 +221,7 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     extraTags: extraTags.filter((tag, i) => tag !== reference.tag && extraTags.indexOf(tag) === i),
     archive: values.archive,
     from: values.from === undefined ? undefined : parseSourceReference(values.from),
+    fromInsecure: values["from-insecure"] ?? false,
     image: values.image,
     platforms: (values.platform ?? []).flatMap((p) => p.split(",")).filter((p) => p.trim() !== "").map(parsePlatformFlag),
     format: values.format === undefined ? undefined : oneOf(values.format, "--format", ["oci", "docker"] as const),

@@ -109,7 +109,8 @@ async function fromLayout(store: ArchiveStore, choose?: string): Promise<Archive
   const repoTags = store.has("manifest.json") ? await repoTagsByConfig(store) : new Map<string, string[]>();
   const namesOf = async (d: Descriptor): Promise<string[]> => {
     const names = [d.annotations?.[CONTAINERD_NAME], d.annotations?.[REF_NAME]].filter((n): n is string => !!n);
-    const configDigest = await loader.configDigestOf(d);
+    // Only Docker's manifest.json needs the manifest read to name the image (by its config).
+    const configDigest = repoTags.size > 0 ? await loader.configDigestOf(d) : undefined;
     return unique([...names, ...(configDigest ? (repoTags.get(configDigest) ?? []) : [])]);
   };
   // The same manifest listed again is the same image (a hostile index.json repeats one entry
@@ -117,9 +118,13 @@ async function fromLayout(store: ArchiveStore, choose?: string): Promise<Archive
   const byDigest = new Map<string, Descriptor[]>();
   for (const d of top.manifests) byDigest.set(d.digest, [...(byDigest.get(d.digest) ?? []), d]);
   const entries = [...byDigest.values()].map((same) => same[0]!);
-  const named = await Promise.all(
-    [...byDigest.values()].map(async (same) => ({ names: unique((await Promise.all(same.map(namesOf))).flat()), value: same[0]! })),
-  );
+  // One at a time: a hostile index.json listing thousands of manifests must not have them all in memory.
+  const named: { names: string[]; value: Descriptor }[] = [];
+  for (const same of byDigest.values()) {
+    const names: string[] = [];
+    for (const d of same) names.push(...(await namesOf(d)));
+    named.push({ names: unique(names), value: same[0]! });
+  }
   // One entry: that image. Several without names (a flat multi-platform layout, buildx's attestations
   // beside their images): index.json itself is the image index. Several with names: several images.
   if (entries.length === 1 || named.every((e) => e.names.length === 0)) {

@@ -165,14 +165,15 @@ export async function streamSave(options: DaemonOptions, inspected: Inspected, s
       if (error.code !== "EEXIST") throw error;
     });
   } catch (error) {
-    child.kill();
     copy.destroy();
     signal?.throwIfAborted();
-    // A save that failed midway makes the archive look truncated: the engine's own words say why.
-    const code = await child.exited;
+    // A save that failed midway makes the stream look truncated (and compression of the layer in
+    // flight fail): when the engine ended on its own with an error, its own words say why.
+    const exited = await Promise.race([child.exited, new Promise<undefined>((resolve) => setTimeout(resolve, 2000).unref())]);
+    child.kill();
     const said = await stderr;
-    if (code !== 0 && said && !(error instanceof PushError)) {
-      throw new PushError(`${name} save ${reference} failed: ${said}${isPodman(engine) ? "" : zstdHint(said)}`);
+    if (exited !== undefined && exited !== 0) {
+      throw new PushError(`${name} save ${reference} failed: ${said || `exit code ${exited}`}${isPodman(engine) ? "" : zstdHint(said)}`);
     }
     throw error;
   } finally {

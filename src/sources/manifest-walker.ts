@@ -17,6 +17,8 @@ export const CONFIG_LIMIT = 8 * 1024 * 1024;
 export const MAX_DEPTH = 8;
 export const MAX_MANIFESTS = 1000;
 export const MAX_ENTRIES = 10_000;
+// Every manifest, index and config read is kept (by digest) while the walk runs: bounded in bytes too.
+export const DOCUMENT_BUDGET = 64 * 1024 * 1024;
 
 const ATTESTATION = "attestation-manifest";
 
@@ -52,6 +54,11 @@ export class ManifestWalker {
   }
 
   private async readChecked(d: Descriptor, limit: number): Promise<Uint8Array> {
+    // Counted before reading, from the descriptor (checked against the bytes just after).
+    this.documentBytes += Math.min(d.size, limit);
+    if (this.documentBytes > DOCUMENT_BUDGET) {
+      throw new ArchiveError(`${this.store.label}: its manifests, indexes and configs add up to more than ${DOCUMENT_BUDGET} bytes: refusing it`);
+    }
     const bytes = await this.store.read(d.digest, limit);
     const digest = sha256Digest(bytes);
     if (digest !== d.digest) throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} hashes to ${digest}`);
@@ -61,14 +68,16 @@ export class ManifestWalker {
 
   /** The config digest of the image `d` names (for matching Docker's RepoTags), if it is an image manifest. */
   async configDigestOf(d: Descriptor): Promise<string | undefined> {
-    if (isIndexType(d.mediaType) || !(await this.store.has(d.digest))) return undefined;
-    try {
-      const value = parseJsonBytes(await this.document(d), "manifest");
-      return documentKind(value) === "manifest" ? parseManifest(await this.document(d), "manifest").config.digest : undefined;
-    } catch {
-      return undefined;
-    }
+    if (isIndexType(d.mediaType) || d.size > MANIFEST_LIMIT || !(await this.store.has(d.digest))) return undefined;
+    if (++this.namesRead > MAX_MANIFESTS) throw new ArchiveError(`${this.store.label} lists more than ${MAX_MANIFESTS} manifests`);
+    // A document that fails its digest fails the archive (the walk would refuse it anyway).
+    const bytes = await this.document(d);
+    const value = parseJsonBytes(bytes, `manifest ${d.digest}`);
+    return documentKind(value) === "manifest" ? parseManifest(bytes, `manifest ${d.digest}`).config.digest : undefined;
   }
+
+  private namesRead = 0;
+  private documentBytes = 0;
 
   node(d: Descriptor, depth: number, path: string[]): Promise<Walked> {
     if (path.includes(d.digest)) throw new ArchiveError(`${this.store.label} is corrupt: index ${d.digest} contains itself`);

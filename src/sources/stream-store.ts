@@ -2,7 +2,7 @@ import type { BlobBytes, StreamSink, Taken } from "../model/image.ts";
 import { sha256Digest } from "../model/digest.ts";
 import { sniffCompression, type Compression } from "../model/media-types.ts";
 import { ArchiveError, digestFromName, type ArchiveStore } from "./store.ts";
-import { clean, linkTarget } from "./tar-index.ts";
+import { clean, ENTRY_LIMIT, linkTarget, NAME_LIMIT } from "./tar-index.ts";
 import { walkTarStream, type StreamEntry } from "./tar-stream.ts";
 
 // What stays in memory: JSON documents (configs, manifests, indexes) and tiny files. A layer is at
@@ -10,6 +10,8 @@ import { walkTarStream, type StreamEntry } from "./tar-stream.ts";
 const SMALL_JSON = 8 * 1024 * 1024;
 const TINY = 1024;
 const MEMORY_BUDGET = 64 * 1024 * 1024;
+// Image archives hold a few hundred entries with names under a few hundred characters.
+const ENTRY_OVERHEAD = 256;
 
 interface Kept {
   type: string;
@@ -37,8 +39,18 @@ export class StreamStore implements ArchiveStore {
     return store;
   }
 
+  /** Every entry kept costs its name and some bookkeeping: a hostile tar of empty files must not add up. */
+  private remember(entry: StreamEntry, bytes: number): void {
+    if (entry.name.length > NAME_LIMIT) throw new ArchiveError(`${this.label} has an entry name of ${entry.name.length} characters: refusing it`);
+    if (this.entries.size >= ENTRY_LIMIT) throw new ArchiveError(`${this.label} has more than ${ENTRY_LIMIT} entries: refusing it`);
+    this.held += bytes + entry.name.length + (entry.linkpath?.length ?? 0) + ENTRY_OVERHEAD;
+    if (this.held > MEMORY_BUDGET) throw new ArchiveError(`${this.label} holds more than ${MEMORY_BUDGET} bytes of names and JSON files: refusing it`);
+  }
+
   private async accept(entry: StreamEntry, body: ReadableStream<Uint8Array>, sink: StreamSink): Promise<void> {
+    if (entry.type !== "File" && entry.type !== "OldFile" && entry.type !== "ContiguousFile" && entry.type !== "SymbolicLink" && entry.type !== "Link") return;
     if (entry.type === "SymbolicLink" || entry.type === "Link") {
+      this.remember(entry, 0);
       this.entries.set(entry.name, { type: entry.type, size: 0, linkpath: entry.linkpath });
       return;
     }
@@ -48,9 +60,9 @@ export class StreamStore implements ArchiveStore {
     const first = await reader.read();
     const head = first.done ? new Uint8Array(0) : first.value;
     const json = firstNonSpace(head) === 0x7b || firstNonSpace(head) === 0x5b;
-    if (entry.size < TINY || (json && entry.size <= SMALL_JSON)) {
-      this.held += entry.size;
-      if (this.held > MEMORY_BUDGET) throw new ArchiveError(`${this.label} holds more than ${MEMORY_BUDGET} bytes of JSON files: refusing it`);
+    const small = entry.size < TINY || (json && entry.size <= SMALL_JSON);
+    this.remember(entry, small ? entry.size : 0);
+    if (small) {
       const bytes = new Uint8Array(entry.size);
       let filled = Math.min(head.length, entry.size);
       bytes.set(head.subarray(0, filled));

@@ -18,6 +18,8 @@ interface RawEntry extends TarEntry {
 const BLOCK = 512;
 /** Pax and GNU long-name records are a few hundred bytes; one claiming more is not a real archive. */
 export const EXTENDED_HEADER_LIMIT = 1024 * 1024;
+export const ENTRY_LIMIT = 100_000;
+export const NAME_LIMIT = 4096;
 
 /**
  * An index of a tar file's entries, so layers can be read in place (a byte range of the tar) instead
@@ -109,6 +111,9 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
       raw.linkpath = header.linkpath ?? "";
       safeLink(raw, path);
     }
+    // Image archives hold a few hundred entries: a tar of millions of empty files is not one.
+    if (raw.name.length > NAME_LIMIT) throw corrupt(`an entry name of ${raw.name.length} characters at byte ${headerOffset}`);
+    if (entries.size >= ENTRY_LIMIT) throw new PushError(`archive ${path} has more than ${ENTRY_LIMIT} entries: it is not an image archive`);
     entries.set(raw.name, raw);
   }
   // A tar cut short before its end-of-archive blocks still has every entry it lists; only a cut

@@ -11,6 +11,8 @@ export interface StreamEntry {
 }
 
 const BLOCK = 512;
+// GNU tar pads to 10 KiB records; anything much longer after the end blocks is not padding.
+const TRAILER_LIMIT = 1024 * 1024;
 
 /**
  * Walks a tar as it arrives (a `docker save` running, a .tar.gz being decompressed) without holding
@@ -33,7 +35,12 @@ export async function walkTarStream(
       const block = await bytes.exact(BLOCK);
       if (!block) return; // a tar cut after a whole entry still holds every entry before the cut
       const header = parseHeader(Buffer.from(block.buffer, block.byteOffset, block.byteLength), offset, extended, global, corrupt);
-      if (header.nullBlock) return;
+      if (header.nullBlock) {
+        // Read the end-of-archive blocks and record padding the writer still sends: closing the pipe
+        // under a running `docker save` would make it fail (EPIPE) after a complete archive.
+        await bytes.skipToEnd(TRAILER_LIMIT);
+        return;
+      }
       if (!header.cksumValid) throw corrupt(`bad header checksum at byte ${offset}`);
       const size = header.size ?? 0;
       if (!Number.isSafeInteger(size) || size < 0) throw corrupt(`the entry at byte ${offset} has an impossible size`);
@@ -121,6 +128,16 @@ class ByteReader {
       if (take < piece.length) this.pending = piece.subarray(take);
     }
     return out;
+  }
+
+  /** Reads and drops what is left, up to `limit` bytes (then gives up on the rest). */
+  async skipToEnd(limit: number): Promise<void> {
+    let skipped = 0;
+    while (skipped < limit) {
+      const piece = await this.next();
+      if (!piece) return;
+      skipped += piece.length;
+    }
   }
 
   /** Skips `n` bytes; false if the stream ends first. */
