@@ -1,4 +1,6 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { link, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PushError } from "../errors.ts";
@@ -12,6 +14,18 @@ export interface CachedBlob extends BlobIdentity {
   path: string;
   /** The pointer carries this user's seal: the layer really became this blob. */
   sealed: boolean;
+}
+
+/** This machine (and container), as it appears in temporary names: pids are only meaningful here. */
+const HOST = createHash("sha256").update(`${hostname()}\n${readMachineId()}`).digest("hex").slice(0, 8);
+const FOREIGN_TEMP_MS = 24 * 3600 * 1000;
+
+function readMachineId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "";
+  }
 }
 
 // Pointers and fact files are a few dozen bytes; anything bigger was not written by us.
@@ -46,10 +60,17 @@ export class BlobCache {
    */
   private async removeOrphans(): Promise<void> {
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
-      const pid = Number(/^\.tmp-(\d+)-/.exec(name)?.[1]);
-      if (pid && pid !== process.pid && !alive(pid)) {
-        await rm(join(this.dir, name), { recursive: true, force: true }).catch(() => undefined);
-      }
+      const match = /^\.tmp-(\d+)(?:@([a-f0-9]{8}))?-/.exec(name);
+      if (!match) continue;
+      const pid = Number(match[1]);
+      const host = match[2];
+      // A pid means something only on the machine (and PID namespace) that wrote it: another host's
+      // temporary file (a cache folder shared between containers) goes only once it is a day old.
+      const orphan =
+        host === undefined || host === HOST
+          ? pid !== process.pid && !alive(pid)
+          : Date.now() - ((await lstat(join(this.dir, name)).catch(() => undefined))?.mtimeMs ?? Date.now()) > FOREIGN_TEMP_MS;
+      if (orphan) await rm(join(this.dir, name), { recursive: true, force: true }).catch(() => undefined);
     }
   }
 
@@ -59,7 +80,7 @@ export class BlobCache {
 
   /** A fresh temporary path in the cache folder (same file system, so rename is atomic). */
   tempPath(): string {
-    return join(this.dir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+    return join(this.dir, `.tmp-${process.pid}@${HOST}-${randomBytes(6).toString("hex")}`);
   }
 
   /**
