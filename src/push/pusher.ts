@@ -590,7 +590,7 @@ export class Pusher {
     });
     const descriptor = { mediaType: node.config.mediaType, digest, size: bytes.length };
     this.record(label, descriptor, outcome, "config");
-    this.finished(label, descriptor, outcome, undefined);
+    this.finished(label, descriptor, outcome, outcome.status === "mounted" ? NOTES.mounted : undefined);
     return descriptor;
   }
 
@@ -619,7 +619,7 @@ export class Pusher {
         if (proof.status === "rejected") throw this.explain(proof.reason, what);
         if (outcome.status === "rejected") throw this.explain(outcome.reason, what);
         this.record(what, descriptor, outcome.value, "stored");
-        this.finished(what, descriptor, outcome.value, undefined);
+        this.finished(what, descriptor, outcome.value, outcome.value.status === "mounted" ? NOTES.mounted : undefined);
       }),
     );
   }
