@@ -139,6 +139,11 @@ export class Pusher {
     return this.options.abort.signal;
   }
 
+  /** Stops all other work after the first failure, which is the one the push reports. */
+  private stop(error: unknown): void {
+    if (!this.signal.aborted) this.options.abort.abort(error);
+  }
+
   /** Names the source in messages about blobs that are not what it claims. */
   describeSource(description: string): void {
     this.options.source = description;
@@ -175,9 +180,9 @@ export class Pusher {
       if (node.kind === "image") layerDescriptors.set(node, this.pushLayers(node, (what) => label(node, what)));
     }
     const artifactBlobs = images.filter((n): n is ArtifactNode => n.kind === "artifact").map((node) => this.pushArtifactBlobs(node, (what) => label(node, what)));
-    const settled = await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs]);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failed) throw failed.reason;
+    // The first failure stops the other uploads at once (their sessions are cancelled), and is the one reported.
+    await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs].map((work) => work.catch((error: unknown) => this.stop(error))));
+    this.signal.throwIfAborted();
 
     // 2. Configs, once every layer is known to be good.
     const configs = new Map<ImageNode, Descriptor>();
@@ -478,6 +483,11 @@ export class Pusher {
         });
         this.bytesSent += outcome.bytesSent;
         return outcome;
+      }).catch((error: unknown) => {
+        // A refused upload stops the rest before the next one takes this slot; a bad cache entry is
+        // prepared again and a lying source is named by its layer (runLayer), so those go up as they are.
+        if (!(error instanceof RepairableError) && !(error instanceof VerificationError)) this.stop(error);
+        throw error;
       });
     })();
     if (key) this.uploaded.set(key, work);
