@@ -171,8 +171,9 @@ export class Pusher {
     for (const line of leftOut) this.options.log.warn(line);
     const images = collect(root);
     const multi = images.filter((n) => n.kind === "image").length > 1;
+    const artifacts = artifactNames(root);
     const label = (node: ImageNode | ArtifactNode, what: string) =>
-      multi || node.kind === "artifact" ? `${node.kind === "artifact" ? "attestation" : formatPlatform(node.platform)} ${what}` : what;
+      node.kind === "artifact" ? `${artifacts.get(node) ?? "attestation"} ${what}` : multi ? `${formatPlatform(node.platform)} ${what}` : what;
 
     // 1. Layers of every image, and every blob of the artifacts, uploaded and proven.
     const layerDescriptors = new Map<ImageNode, Promise<LayerDone[]>>();
@@ -778,6 +779,29 @@ function flatten(index: IndexNode): IndexChild[] {
     else out.push(child);
   }
   return out;
+}
+
+/**
+ * Names for the artifacts under `root` that tell them apart in progress lines and the summary (which key
+ * blobs by name): an attestation by the platform of the image it describes ("linux/arm64 attestation"),
+ * else by its own digest.
+ */
+function artifactNames(root: ManifestNode): Map<ManifestNode, string> {
+  const names = new Map<ManifestNode, string>();
+  if (root.kind !== "index") return names;
+  const children = flatten(root);
+  const taken = new Set<string>();
+  for (const child of children) {
+    if (child.node?.kind !== "artifact") continue;
+    const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
+    const image = subject ? children.find((c) => c.descriptor.digest === subject && c.node?.kind === "image") : undefined;
+    const platform = image ? ((image.node as ImageNode).platform ?? image.descriptor.platform) : undefined;
+    let name = platform ? `${formatPlatform(platform)} attestation` : `attestation ${shortDigest(child.descriptor.digest)}`;
+    if (taken.has(name)) name = `${name} ${shortDigest(child.descriptor.digest)}`;
+    taken.add(name);
+    names.set(child.node, name);
+  }
+  return names;
 }
 
 /** Every image and artifact under a node, each once. */
