@@ -174,6 +174,15 @@ export class Pusher {
     const artifacts = artifactNames(root);
     const label = (node: ImageNode | ArtifactNode, what: string) =>
       node.kind === "artifact" ? `${artifacts.get(node) ?? "attestation"} ${what}` : multi ? `${formatPlatform(node.platform)} ${what}` : what;
+    // Stored zstd layers go as they are, and Docker's schema has no zstd type: say so before uploading anything.
+    if (this.options.format === "docker") {
+      for (const node of images) {
+        const at = node.kind === "image" ? node.layers.findIndex((l) => l.compression === "zstd") : -1;
+        if (node.kind === "image" && at >= 0) {
+          throw new PushError(`--format docker: ${label(node, `layer ${at + 1}/${node.layers.length}`)} is stored as zstd, which a Docker v2 manifest cannot describe: use --format oci (the default)`);
+        }
+      }
+    }
 
     // 1. Layers of every image, and every blob of the artifacts, uploaded and proven.
     const layerDescriptors = new Map<ImageNode, Promise<LayerDone[]>>();
