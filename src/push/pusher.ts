@@ -102,6 +102,8 @@ interface SinkTaken extends Taken {
   facts?: Promise<LayerFacts>;
   upload?: Promise<UploadOutcome>;
   label: string;
+  /** Stops this entry's upload alone: the entry turned out not to be part of the pushed image. */
+  cancel: AbortController;
 }
 
 /** A layer uploaded and proven: what its manifest entry needs. */
@@ -128,6 +130,8 @@ export class Pusher {
   private readonly results = new Map<string, BlobResult>();
   private readonly layerJobs = new Map<string, LayerJob>();
   private readonly files: BlobFile[] = [];
+  /** Every entry a streaming source handed over, in stream order. */
+  private readonly taken: SinkTaken[] = [];
   private streamed = 0;
   private bytesSent = 0;
 
@@ -171,6 +175,7 @@ export class Pusher {
     for (const line of leftOut) this.options.log.warn(line);
     const images = collect(root);
     const multi = images.filter((n) => n.kind === "image").length > 1;
+    const unused = this.cancelUnused(images);
     const artifacts = artifactNames(root);
     const label = (node: ImageNode | ArtifactNode, what: string) =>
       node.kind === "artifact" ? `${artifacts.get(node) ?? "attestation"} ${what}` : multi ? `${formatPlatform(node.platform)} ${what}` : what;
@@ -248,7 +253,10 @@ export class Pusher {
       await this.options.records?.rememberPushed(this.options.registry, this.options.repository, [...this.results.keys()]);
     }
     const blobs = [...this.results.values()];
-    const pushedBytes = blobs.filter((b) => b.status === "pushed").reduce((sum, b) => sum + b.size, 0);
+    // Entries of other images or platforms that finished uploading before the stream ended were sent,
+    // but not re-sent: they are no fault's doing.
+    const unusedBytes = (await Promise.allSettled(unused)).reduce((sum, u) => sum + (u.status === "fulfilled" ? u.value.bytesSent : 0), 0);
+    const pushedBytes = blobs.filter((b) => b.status === "pushed").reduce((sum, b) => sum + b.size, 0) + unusedBytes;
     return {
       kind: root.kind,
       digest: top.manifest.digest,
@@ -261,6 +269,27 @@ export class Pusher {
       bytesResent: Math.max(0, this.bytesSent - pushedBytes),
       leftOut,
     };
+  }
+
+  /**
+   * A streaming source uploads every entry as it passes, before the stream tells which image (or which
+   * platforms) will be pushed: the uploads of entries no chosen image names are stopped (their sessions
+   * deleted). Returns them, to wait for before the push ends.
+   */
+  private cancelUnused(images: (ImageNode | ArtifactNode)[]): Promise<UploadOutcome>[] {
+    const used = new Set<Taken>();
+    for (const node of images) {
+      for (const { bytes } of node.kind === "image" ? node.layers : node.blobs) if (bytes.kind === "taken") used.add(bytes.taken);
+    }
+    const stopped: Promise<UploadOutcome>[] = [];
+    for (const entry of this.taken) {
+      if (used.has(entry) || !entry.upload) continue;
+      this.options.log.info(`${entry.label} is not part of the pushed image: its upload stops`);
+      entry.cancel.abort(new PushError(`${entry.label} is not part of the pushed image`));
+      if (entry.prepared?.expected && this.uploaded.get(entry.prepared.expected) === entry.upload) this.uploaded.delete(entry.prepared.expected);
+      stopped.push(entry.upload);
+    }
+    return stopped;
   }
 
   /**
@@ -463,16 +492,18 @@ export class Pusher {
   }
 
   /** Uploads a prepared blob (once per digest), under the concurrency limit. */
-  private upload(prepared: Prepared, label: string, commitCheck?: (started: boolean) => Promise<unknown>): Promise<UploadOutcome> {
+  private upload(prepared: Prepared, label: string, commitCheck?: (started: boolean) => Promise<unknown>, cancel?: AbortController): Promise<UploadOutcome> {
     const key = prepared.expected;
     const existing = key ? this.uploaded.get(key) : undefined;
     if (existing) return existing;
-    const { events, client, repository } = this.options;
+    const { events, repository } = this.options;
+    const signal = cancel?.signal ?? this.signal;
+    const client = cancel ? this.options.client.fork(cancel.signal) : this.options.client;
     const work = (async () => {
       // Wait for the first bytes before taking an upload slot: a layer still queued for compression holds none.
-      await prepared.file.waitFor(1, this.signal);
+      await prepared.file.waitFor(1, signal);
       return this.uploads(async () => {
-        this.signal.throwIfAborted();
+        signal.throwIfAborted();
         events.update(label, { phase: "checking", digest: prepared.expected });
         const mountFrom = await this.mountSources(prepared.expected);
         const outcome = await uploadBlob(client, repository, prepared.file, {
@@ -496,7 +527,7 @@ export class Pusher {
       }).catch((error: unknown) => {
         // A refused upload stops the rest before the next one takes this slot; a bad cache entry is
         // prepared again and a lying source is named by its layer (runLayer), so those go up as they are.
-        if (!(error instanceof RepairableError) && !(error instanceof VerificationError)) this.stop(error);
+        if (!(error instanceof RepairableError) && !(error instanceof VerificationError) && !cancel?.signal.aborted) this.stop(error);
         throw error;
       });
     })();
@@ -547,17 +578,21 @@ export class Pusher {
     const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
     const label = `layer ${hex ?? ++this.streamed}`;
     const ctx = this.prepareContext(label, true);
+    const cancel = new AbortController();
+    this.signal.addEventListener("abort", () => cancel.abort(this.signal.reason), { once: true });
     if (compression === "none") {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
       this.files.push(prepared.file);
-      const upload = this.upload(prepared, label, () => prepared.verify());
+      const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
+        cancel,
         label,
         compression,
         prepared,
         upload,
         stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
       };
+      this.taken.push(taken);
       // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
       await prepared.verify();
       return taken;
@@ -572,7 +607,7 @@ export class Pusher {
     facts.catch(() => undefined);
     const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
     const prepared = storedPrepared(pseudo, file, "stored", cache, ctx);
-    const upload = this.upload(prepared, label);
+    const upload = this.upload(prepared, label, undefined, cancel);
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");
     let size = 0;
@@ -593,7 +628,8 @@ export class Pusher {
     const digest = `sha256:${hash.digest("hex")}`;
     file.moved(await cache.adopt(temp, { digest, size }));
     file.finish({ digest, size });
-    const taken: SinkTaken = { label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    const taken: SinkTaken = { cancel, label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    this.taken.push(taken);
     return taken;
   }
 
