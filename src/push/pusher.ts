@@ -515,6 +515,7 @@ export class Pusher {
           sessions: this.sessions(),
           mountFrom,
           dryRun: this.options.dryRun,
+          growingAs: prepared.origin === "downloaded" ? "downloaded" : prepared.origin === "stored" ? "read" : "compressed",
           beforeCommit: commitCheck && (() => commitCheck(true)),
           onStart: (how, total) => {
             commitCheck?.(true).catch(() => undefined);
