@@ -116,13 +116,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** One registry, one scheme, one set of credentials; a fresh client per attempt so a repair starts clean. */
-function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, scope?: string[]): RegistryClient {
+function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, source?: { scope: string[]; loginHint: string }): RegistryClient {
   return new RegistryClient({
     host,
     insecure: options.insecure,
     credentials,
     repository,
-    ...(scope ? { scope } : {}),
+    ...(source ?? {}),
     signal,
     retry: { ...DEFAULT_RETRY, retries: options.retries },
     idleTimeoutMs: options.timeoutMs,
@@ -136,7 +136,8 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
     const from = options.from;
     // The source registry's own credentials (Docker config), never the destination's password.
     const credentials = await dockerConfigCredentials(from.host, process.env);
-    const client = clientFor(options, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
+    const loginHint = `log in to it with docker login ${from.host}: a source registry's credentials come from the Docker config (${process.env.DOCKER_CONFIG ? "DOCKER_CONFIG" : "~/.docker/config.json"}), never from USERNAME_REGISTRY`;
+    const client = clientFor(options, from.host, from.repository, credentials, signal, log, { scope: [`repository:${from.repository}:pull`], loginHint });
     return { kind: "remote", reference: from, client };
   }
   return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };
