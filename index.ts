@@ -94,7 +94,8 @@ async function main(argv: string[]): Promise<number> {
       pushed = { result: await pusher.push(source.root), source };
       break;
     } catch (error) {
-      if (!(error instanceof RepairableError) || repair || spec.kind !== "daemon") throw error;
+      if (!(error instanceof RepairableError)) throw error;
+      if (repair || spec.kind !== "daemon") throw new PushError(error.message);
       log.warn(`${error.message}; saving the image again to repair the cache`);
     } finally {
       abort.signal.removeEventListener("abort", forward);

@@ -396,7 +396,7 @@ export class Pusher {
           upload = this.upload(prepared, label, this.commitCheck(prepared, label));
         }
       } catch (error) {
-        throw this.explain(error, label);
+        throw this.explain(error, label, layer);
       }
       const [uploadResult, proof] = await Promise.allSettled([upload, this.proofFor(layer, prepared, upload, verify)]);
       const failure = proof.status === "rejected" ? proof.reason : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError ? uploadResult.reason : undefined;
@@ -406,14 +406,14 @@ export class Pusher {
           this.uploaded.delete(prepared.expected ?? "");
           continue;
         }
-        throw this.explain(failure, label);
+        throw this.explain(failure, label, layer);
       }
       if (proof.status === "rejected") {
         if (proof.reason instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
           this.options.log.warn(`${proof.reason.message}; preparing the layer again from the source`);
           continue;
         }
-        throw this.explain(proof.reason, label);
+        throw this.explain(proof.reason, label, layer);
       }
       if (uploadResult.status === "rejected") throw this.explain(uploadResult.reason, label);
       const identity = proof.value;
@@ -783,8 +783,13 @@ export class Pusher {
     return result;
   }
 
-  /** Puts the layer's name in front of what went wrong; a lying source is named as such. */
-  private explain(error: unknown, label: string): unknown {
+  /**
+   * Puts the layer's name in front of what went wrong; a lying source is named as such. A bad cache entry
+   * for a layer the source cannot give again (an image built from the cache's record) stays repairable:
+   * the command saves the image once more.
+   */
+  private explain(error: unknown, label: string, layer?: Layer): unknown {
+    if (error instanceof RepairableError && layer?.bytes.kind === "unavailable") return error;
     if (error instanceof VerificationError) {
       return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
     }
