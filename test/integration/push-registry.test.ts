@@ -248,6 +248,44 @@ describe("the docker save path (docker CLI in front of podman's Docker API)", ()
     }
   }, 120_000);
 
+  test("a cached layer found corrupt while pushing from the cache's record: the image is saved again and the push completes", async () => {
+    const dockerHost = await store.startService();
+    const other = await startDockerRegistry({ auth: false });
+    const cwd = await makeTempDir("docker-repair-");
+    try {
+      const ref = image.tag;
+      const env = { DOCKER_HOST: dockerHost };
+      const first = await push([ref], { cwd, env });
+      expect(first.code).toBe(0);
+      const id = image.imageId.replace(/^sha256:/, "");
+      await rm(join(cwd, `${id}.tar`));
+      // The big layer's cached blob keeps its size and name, but not its bytes.
+      const layer = (await pull(ref)).layerDigests[0]!;
+      const cached = join(cwd, ".cache", layer.slice(7));
+      const bytes = await Bun.file(cached).bytes();
+      bytes[4096] = (bytes[4096] ?? 0) ^ 0xff;
+      await Bun.write(cached, bytes);
+
+      // Another registry lacks the blob, so it must be uploaded from the cache (and is hashed as it goes).
+      const target = `${other.host}/e2e/repaired:1`;
+      await store.podmanOk(["tag", ref, target]);
+      const result = await runCli([target], { cwd, env: { INSECURE_HTTP_PUSH: "true", DOCKER_HOST: dockerHost } });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain(`${target} (image ${id.slice(0, 12)}): every layer is in ${join(cwd, ".cache")}, no save needed\n`);
+      expect(result.stderr).toMatch(
+        new RegExp(`\\nwarning: layer 1/5: the cached blob ${layer} holds other bytes \\(they hash to sha256:[a-f0-9]{64}\\); it was removed from ${join(cwd, ".cache")}; saving the image again to repair the cache\\n`),
+      );
+      expect(result.stderr).toContain(`Saving ${target} (image ${id.slice(0, 12)}) with docker save, reading it as it comes\n`);
+      const pulled = await pullAndVerify({ ref: target, tlsVerify: false });
+      expect(pulled.manifestDigest).toBe(resultDigest(result.stdout, target));
+      expect(pulled.layerDigests[0]).toBe(layer);
+      expect(pulled.diffIds).toEqual(image.diffIds);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await other.stop();
+    }
+  }, 120_000);
+
   test("an image docker does not know is a clear error", async () => {
     const dockerHost = await store.startService();
     const result = await push([`${registry.host}/e2e/no-such-image:1`], { env: { DOCKER_HOST: dockerHost } });
