@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
@@ -58,7 +58,7 @@ async function runInTerminal(args: string[], env: Record<string, string>, input:
 describe("output", () => {
   test("on a terminal: the password prompt hides what is typed, progress redraws in place, the summary ends it", async () => {
     const ref = `${registry.host}/features/tty:1`;
-    const cwd = await makeTempDir("tty-");
+    const cwd = await mkdtemp(join(work, "tty-"));
     const { code, output } = await runInTerminal(["--chunk-size", "5MiB", "--archive", chunky.path, ref], auth(), `${registry.password}\r`, cwd);
     expect(code).toBe(0);
     expect(output).toContain(`Password for ${registry.username}@${registry.host}: `);
@@ -222,7 +222,7 @@ describe("credentials", () => {
       const proxy = await startFaultProxy(tokens.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 3500 } }]);
       const ref = `${proxy.host}/features/token:1`;
       const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], {
-        cwd: await makeTempDir("token-"),
+        cwd: await mkdtemp(join(work, "token-")),
         stdin: `${tokens.password}\n`,
         env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
       });
@@ -255,7 +255,7 @@ describe("credentials", () => {
   }, 60_000);
 
   test("~/.docker/config.json auths (DOCKER_CONFIG) are used when no user is given", async () => {
-    const dockerConfig = await makeTempDir("docker-config-");
+    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
     const auth64 = Buffer.from(`${registry.username}:${registry.password}`).toString("base64");
     await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ auths: { [`http://${registry.host}`]: { auth: auth64 } } }));
     const ref = `${registry.host}/features/config:1`;
@@ -265,7 +265,7 @@ describe("credentials", () => {
   }, 60_000);
 
   test("a credential helper named in credHelpers is run for the registry", async () => {
-    const dockerConfig = await makeTempDir("docker-config-");
+    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
     const bin = join(dockerConfig, "bin");
     await mkdir(bin);
     const log = join(dockerConfig, "helper.log");
@@ -305,7 +305,7 @@ describe("engines", () => {
       const exists = await run(["podman", "image", "exists", ref], { env: cliEnv(env) });
       expect(exists.code).toBe(0);
 
-      const cwd = await makeTempDir("engine-");
+      const cwd = await mkdtemp(join(work, "engine-"));
       const result = await runCli(["--engine", "podman", ref], { cwd, stdin: `${registry.password}\n`, env });
       expect(result.code).toBe(0);
       expect(result.stderr).toContain("with podman save");

@@ -3,7 +3,7 @@
  * podman, and skopeo pulling back what we pushed and checking every digest.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
@@ -122,7 +122,7 @@ describe("push to docker-registry with Basic auth", () => {
 
   test("--chunk-size sends equal PATCH chunks that the real registry assembles correctly", async () => {
     const ref = `${registry.host}/e2e/chunked:1`;
-    const result = await push(["--archive", archive, "--chunk-size", "5MiB", ref], { cwd: await makeTempDir("chunked-") });
+    const result = await push(["--archive", archive, "--chunk-size", "5MiB", ref], { cwd: await mkdtemp(join(work, "chunked-")) });
     expect(result.code).toBe(0);
     expect(result.stderr).toMatch(/layer 1\/5 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in [3-9] chunks \(compressed now\)/);
     const pulled = await pull(ref);
@@ -132,7 +132,7 @@ describe("push to docker-registry with Basic auth", () => {
 
   test("CHUNK_SIZE in the environment works like --chunk-size", async () => {
     const ref = `${registry.host}/e2e/chunked-env:1`;
-    const result = await push(["--archive", archive, ref], { cwd: await makeTempDir("chunked-env-"), env: { CHUNK_SIZE: "6MiB" } });
+    const result = await push(["--archive", archive, ref], { cwd: await mkdtemp(join(work, "chunked-env-")), env: { CHUNK_SIZE: "6MiB" } });
     expect(result.code).toBe(0);
     expect(result.stderr).toMatch(/layer 1\/5 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in [2-9] chunks/);
     await pull(ref);
