@@ -205,6 +205,15 @@ describe("tags and dry runs", () => {
       expect(proxy.requests.every((r) => r.bodyBytes === 0)).toBe(true);
       const inspect = await skopeo(["inspect", "--tls-verify=false", `--creds=${registry.username}:${registry.password}`, `docker://${registry.host}/features/dry:1`]).catch((e: Error) => e);
       expect(inspect).toBeInstanceOf(Error);
+
+      // With --json: the one object, with no reference (nothing was pushed) and the plan for each blob.
+      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+      expect(json.code).toBe(0);
+      const report = JSON.parse(json.stdout);
+      expect(report).toMatchObject({ reference: null, repository: `${proxy.host}/features/dry`, dryRun: true, kind: "image", bytesSent: 0, leftOut: [] });
+      expect(report.digest).toMatch(/^sha256:[a-f0-9]{64}$/);
+      expect(json.stderr).toContain(`1: would get manifest ${report.digest} size: ${report.size} (dry run: no manifest sent)\n`);
+      expect((report.blobs as { status: string; chunks: number }[]).map((b) => [b.status, b.chunks]).sort()).toEqual([["would push", 1], ["would push", 1], ["would push", 3]]);
     } finally {
       await proxy.stop();
       await rm(cwd, { recursive: true, force: true });
