@@ -96,7 +96,8 @@ async function main(argv: string[]): Promise<number> {
       pushed = { result: await pusher.push(source.root), source };
       break;
     } catch (error) {
-      if (!(error instanceof RepairableError) || repair || spec.kind !== "daemon") throw error;
+      if (!(error instanceof RepairableError)) throw error;
+      if (repair || spec.kind !== "daemon") throw new PushError(error.message);
       log.warn(`${error.message}; saving the image again to repair the cache`);
     } finally {
       abort.signal.removeEventListener("abort", forward);
@@ -118,13 +119,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** One registry, one scheme, one set of credentials; a fresh client per attempt so a repair starts clean. */
-function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, scope?: string[]): RegistryClient {
+function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, source?: { scope: string[]; loginHint: string }): RegistryClient {
   return new RegistryClient({
     host,
     insecure: options.insecure,
     credentials,
     repository,
-    ...(scope ? { scope } : {}),
+    ...(source ?? {}),
     signal,
     retry: { ...DEFAULT_RETRY, retries: options.retries },
     idleTimeoutMs: options.timeoutMs,
@@ -141,7 +142,8 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
     // The source's scheme is its own: --insecure for an http destination must not send a remote source's
     // credentials in clear. A registry on this machine follows --insecure, as Docker treats 127.0.0.0/8.
     const insecure = options.fromInsecure || (options.insecure && isLoopback(from.host));
-    const client = clientFor({ ...options, insecure }, from.host, from.repository, credentials, signal, log, [`repository:${from.repository}:pull`]);
+    const loginHint = `log in to it with docker login ${from.host}: a source registry's credentials come from the Docker config (${process.env.DOCKER_CONFIG ? "DOCKER_CONFIG" : "~/.docker/config.json"}), never from USERNAME_REGISTRY`;
+    const client = clientFor({ ...options, insecure }, from.host, from.repository, credentials, signal, log, { scope: [`repository:${from.repository}:pull`], loginHint });
     return { kind: "remote", reference: from, client };
   }
   return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };

@@ -141,6 +141,9 @@ export async function compressLayer(
   const done = work.then(
     async (result) => {
       if (diffId !== undefined && result.inputDigest !== diffId) {
+        // Not this layer: its compressed bytes must not stay in the cache (the handler below only sees
+        // failures of the compression itself).
+        await cache.discard(temp);
         throw new VerificationError(`its content hashes to ${result.inputDigest}, but the image config's diff_id is ${diffId}`);
       }
       const identity = { digest: result.digest, size: result.size };

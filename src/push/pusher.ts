@@ -102,6 +102,8 @@ interface SinkTaken extends Taken {
   facts?: Promise<LayerFacts>;
   upload?: Promise<UploadOutcome>;
   label: string;
+  /** Stops this entry's upload alone: the entry turned out not to be part of the pushed image. */
+  cancel: AbortController;
 }
 
 /** A layer uploaded and proven: what its manifest entry needs. */
@@ -128,6 +130,8 @@ export class Pusher {
   private readonly results = new Map<string, BlobResult>();
   private readonly layerJobs = new Map<string, LayerJob>();
   private readonly files: BlobFile[] = [];
+  /** Every entry a streaming source handed over, in stream order. */
+  private readonly taken: SinkTaken[] = [];
   private streamed = 0;
   private bytesSent = 0;
 
@@ -137,6 +141,11 @@ export class Pusher {
 
   private get signal(): AbortSignal {
     return this.options.abort.signal;
+  }
+
+  /** Stops all other work after the first failure, which is the one the push reports. */
+  private stop(error: unknown): void {
+    if (!this.signal.aborted) this.options.abort.abort(error);
   }
 
   /** Names the source in messages about blobs that are not what it claims. */
@@ -166,8 +175,19 @@ export class Pusher {
     for (const line of leftOut) this.options.log.warn(line);
     const images = collect(root);
     const multi = images.filter((n) => n.kind === "image").length > 1;
+    const unused = this.cancelUnused(images);
+    const artifacts = artifactNames(root);
     const label = (node: ImageNode | ArtifactNode, what: string) =>
-      multi || node.kind === "artifact" ? `${node.kind === "artifact" ? "attestation" : formatPlatform(node.platform)} ${what}` : what;
+      node.kind === "artifact" ? `${artifacts.get(node) ?? "attestation"} ${what}` : multi ? `${formatPlatform(node.platform)} ${what}` : what;
+    // Stored zstd layers go as they are, and Docker's schema has no zstd type: say so before uploading anything.
+    if (this.options.format === "docker") {
+      for (const node of images) {
+        const at = node.kind === "image" ? node.layers.findIndex((l) => l.compression === "zstd") : -1;
+        if (node.kind === "image" && at >= 0) {
+          throw new PushError(`--format docker: ${label(node, `layer ${at + 1}/${node.layers.length}`)} is stored as zstd, which a Docker v2 manifest cannot describe: use --format oci (the default)`);
+        }
+      }
+    }
 
     // 1. Layers of every image, and every blob of the artifacts, uploaded and proven.
     const layerDescriptors = new Map<ImageNode, Promise<LayerDone[]>>();
@@ -175,9 +195,9 @@ export class Pusher {
       if (node.kind === "image") layerDescriptors.set(node, this.pushLayers(node, (what) => label(node, what)));
     }
     const artifactBlobs = images.filter((n): n is ArtifactNode => n.kind === "artifact").map((node) => this.pushArtifactBlobs(node, (what) => label(node, what)));
-    const settled = await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs]);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failed) throw failed.reason;
+    // The first failure stops the other uploads at once (their sessions are cancelled), and is the one reported.
+    await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs].map((work) => work.catch((error: unknown) => this.stop(error))));
+    this.signal.throwIfAborted();
 
     // 2. Configs, once every layer is known to be good.
     const configs = new Map<ImageNode, Descriptor>();
@@ -233,7 +253,10 @@ export class Pusher {
       await this.options.records?.rememberPushed(this.options.registry, this.options.repository, [...this.results.keys()]);
     }
     const blobs = [...this.results.values()];
-    const pushedBytes = blobs.filter((b) => b.status === "pushed").reduce((sum, b) => sum + b.size, 0);
+    // Entries of other images or platforms that finished uploading before the stream ended were sent,
+    // but not re-sent: they are no fault's doing.
+    const unusedBytes = (await Promise.allSettled(unused)).reduce((sum, u) => sum + (u.status === "fulfilled" ? u.value.bytesSent : 0), 0);
+    const pushedBytes = blobs.filter((b) => b.status === "pushed").reduce((sum, b) => sum + b.size, 0) + unusedBytes;
     return {
       kind: root.kind,
       digest: top.manifest.digest,
@@ -246,6 +269,27 @@ export class Pusher {
       bytesResent: Math.max(0, this.bytesSent - pushedBytes),
       leftOut,
     };
+  }
+
+  /**
+   * A streaming source uploads every entry as it passes, before the stream tells which image (or which
+   * platforms) will be pushed: the uploads of entries no chosen image names are stopped (their sessions
+   * deleted). Returns them, to wait for before the push ends.
+   */
+  private cancelUnused(images: (ImageNode | ArtifactNode)[]): Promise<UploadOutcome>[] {
+    const used = new Set<Taken>();
+    for (const node of images) {
+      for (const { bytes } of node.kind === "image" ? node.layers : node.blobs) if (bytes.kind === "taken") used.add(bytes.taken);
+    }
+    const stopped: Promise<UploadOutcome>[] = [];
+    for (const entry of this.taken) {
+      if (used.has(entry) || !entry.upload) continue;
+      this.options.log.info(`${entry.label} is not part of the pushed image: its upload stops`);
+      entry.cancel.abort(new PushError(`${entry.label} is not part of the pushed image`));
+      if (entry.prepared?.expected && this.uploaded.get(entry.prepared.expected) === entry.upload) this.uploaded.delete(entry.prepared.expected);
+      stopped.push(entry.upload);
+    }
+    return stopped;
   }
 
   /**
@@ -352,7 +396,7 @@ export class Pusher {
           upload = this.upload(prepared, label, this.commitCheck(prepared, label));
         }
       } catch (error) {
-        throw this.explain(error, label);
+        throw this.explain(error, label, layer);
       }
       // A failed proof fails the file too: an upload of bytes with no digest to go by (gzip under a
       // docker-archive's layer.tar) waits for the identity only the proof gives, and would wait forever.
@@ -368,14 +412,14 @@ export class Pusher {
           this.uploaded.delete(prepared.expected ?? "");
           continue;
         }
-        throw this.explain(failure, label);
+        throw this.explain(failure, label, layer);
       }
       if (proof.status === "rejected") {
         if (proof.reason instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
           this.options.log.warn(`${proof.reason.message}; preparing the layer again from the source`);
           continue;
         }
-        throw this.explain(proof.reason, label);
+        throw this.explain(proof.reason, label, layer);
       }
       if (uploadResult.status === "rejected") throw this.explain(uploadResult.reason, label);
       const identity = proof.value;
@@ -454,16 +498,18 @@ export class Pusher {
   }
 
   /** Uploads a prepared blob (once per digest), under the concurrency limit. */
-  private upload(prepared: Prepared, label: string, commitCheck?: (started: boolean) => Promise<unknown>): Promise<UploadOutcome> {
+  private upload(prepared: Prepared, label: string, commitCheck?: (started: boolean) => Promise<unknown>, cancel?: AbortController): Promise<UploadOutcome> {
     const key = prepared.expected;
     const existing = key ? this.uploaded.get(key) : undefined;
     if (existing) return existing;
-    const { events, client, repository } = this.options;
+    const { events, repository } = this.options;
+    const signal = cancel?.signal ?? this.signal;
+    const client = cancel ? this.options.client.fork(cancel.signal) : this.options.client;
     const work = (async () => {
       // Wait for the first bytes before taking an upload slot: a layer still queued for compression holds none.
-      await prepared.file.waitFor(1, this.signal);
+      await prepared.file.waitFor(1, signal);
       return this.uploads(async () => {
-        this.signal.throwIfAborted();
+        signal.throwIfAborted();
         events.update(label, { phase: "checking", digest: prepared.expected });
         const mountFrom = await this.mountSources(prepared.expected);
         const outcome = await uploadBlob(client, repository, prepared.file, {
@@ -475,6 +521,7 @@ export class Pusher {
           sessions: this.sessions(),
           mountFrom,
           dryRun: this.options.dryRun,
+          growingAs: prepared.origin === "downloaded" ? "downloaded" : prepared.origin === "stored" ? "read" : "compressed",
           beforeCommit: commitCheck && (() => commitCheck(true)),
           onStart: (how, total) => {
             commitCheck?.(true).catch(() => undefined);
@@ -484,6 +531,11 @@ export class Pusher {
         });
         this.bytesSent += outcome.bytesSent;
         return outcome;
+      }).catch((error: unknown) => {
+        // A refused upload stops the rest before the next one takes this slot; a bad cache entry is
+        // prepared again and a lying source is named by its layer (runLayer), so those go up as they are.
+        if (!(error instanceof RepairableError) && !(error instanceof VerificationError) && !cancel?.signal.aborted) this.stop(error);
+        throw error;
       });
     })();
     if (key) this.uploaded.set(key, work);
@@ -533,17 +585,21 @@ export class Pusher {
     const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
     const label = `layer ${hex ?? ++this.streamed}`;
     const ctx = this.prepareContext(label, true);
+    const cancel = new AbortController();
+    this.signal.addEventListener("abort", () => cancel.abort(this.signal.reason), { once: true });
     if (compression === "none") {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
       this.files.push(prepared.file);
-      const upload = this.upload(prepared, label, () => prepared.verify());
+      const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
+        cancel,
         label,
         compression,
         prepared,
         upload,
         stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
       };
+      this.taken.push(taken);
       // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
       await prepared.verify();
       return taken;
@@ -558,7 +614,7 @@ export class Pusher {
     facts.catch(() => undefined);
     const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
     const prepared = storedPrepared(pseudo, file, "stored", cache, ctx);
-    const upload = this.upload(prepared, label);
+    const upload = this.upload(prepared, label, undefined, cancel);
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");
     let size = 0;
@@ -579,7 +635,8 @@ export class Pusher {
     const digest = `sha256:${hash.digest("hex")}`;
     file.moved(await cache.adopt(temp, { digest, size }));
     file.finish({ digest, size });
-    const taken: SinkTaken = { label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    const taken: SinkTaken = { cancel, label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    this.taken.push(taken);
     return taken;
   }
 
@@ -596,7 +653,7 @@ export class Pusher {
     });
     const descriptor = { mediaType: node.config.mediaType, digest, size: bytes.length };
     this.record(label, descriptor, outcome, "config");
-    this.finished(label, descriptor, outcome, undefined);
+    this.finished(label, descriptor, outcome, outcome.status === "mounted" ? NOTES.mounted : undefined);
     return descriptor;
   }
 
@@ -625,7 +682,7 @@ export class Pusher {
         if (proof.status === "rejected") throw this.explain(proof.reason, what);
         if (outcome.status === "rejected") throw this.explain(outcome.reason, what);
         this.record(what, descriptor, outcome.value, "stored");
-        this.finished(what, descriptor, outcome.value, undefined);
+        this.finished(what, descriptor, outcome.value, outcome.value.status === "mounted" ? NOTES.mounted : undefined);
       }),
     );
   }
@@ -733,8 +790,13 @@ export class Pusher {
     return result;
   }
 
-  /** Puts the layer's name in front of what went wrong; a lying source is named as such. */
-  private explain(error: unknown, label: string): unknown {
+  /**
+   * Puts the layer's name in front of what went wrong; a lying source is named as such. A bad cache entry
+   * for a layer the source cannot give again (an image built from the cache's record) stays repairable:
+   * the command saves the image once more.
+   */
+  private explain(error: unknown, label: string, layer?: Layer): unknown {
+    if (error instanceof RepairableError && layer?.bytes.kind === "unavailable") return error;
     if (error instanceof VerificationError) {
       return new PushError(`${label}${this.options.source ? ` of ${this.options.source}` : ""} is not what the image says: ${error.message}`);
     }
@@ -782,6 +844,29 @@ function flatten(index: IndexNode, seen = new Set<string>()): IndexChild[] {
     else out.push(child);
   }
   return out;
+}
+
+/**
+ * Names for the artifacts under `root` that tell them apart in progress lines and the summary (which key
+ * blobs by name): an attestation by the platform of the image it describes ("linux/arm64 attestation"),
+ * else by its own digest.
+ */
+function artifactNames(root: ManifestNode): Map<ManifestNode, string> {
+  const names = new Map<ManifestNode, string>();
+  if (root.kind !== "index") return names;
+  const children = flatten(root);
+  const taken = new Set<string>();
+  for (const child of children) {
+    if (child.node?.kind !== "artifact") continue;
+    const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
+    const image = subject ? children.find((c) => c.descriptor.digest === subject && c.node?.kind === "image") : undefined;
+    const platform = image ? ((image.node as ImageNode).platform ?? image.descriptor.platform) : undefined;
+    let name = platform ? `${formatPlatform(platform)} attestation` : `attestation ${shortDigest(child.descriptor.digest)}`;
+    if (taken.has(name)) name = `${name} ${shortDigest(child.descriptor.digest)}`;
+    taken.add(name);
+    names.set(child.node, name);
+  }
+  return names;
 }
 
 /** Every image and artifact under a node, each once. */

@@ -59,6 +59,8 @@ export class Authenticator {
     private readonly fetchToken: TokenFetch,
     private readonly secureRegistry: boolean,
     private readonly now: () => number = Date.now,
+    /** What to do without credentials (a source registry's come from the Docker config, not USERNAME_REGISTRY). */
+    private readonly loginHint = "set USERNAME_REGISTRY=<user> and pipe the password on stdin",
   ) {
     this.defaultScopes = typeof defaultScopes === "string" ? [defaultScopes] : defaultScopes;
   }
@@ -112,14 +114,14 @@ export class Authenticator {
       throw new PushError(
         user
           ? `${service} rejected the username ${user} or its password (HTTP 401)`
-          : `${service} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+          : `${service} requires authentication: ${this.loginHint}`,
       );
     }
     if (response.status === 403) {
       throw new PushError(
         user
           ? `${service} refused user ${user} a token for ${bearer.scopes.join(" ")} (HTTP 403): may this user access that repository?`
-          : `${service} refused an anonymous token for ${bearer.scopes.join(" ")} (HTTP 403): set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+          : `${service} refused an anonymous token for ${bearer.scopes.join(" ")} (HTTP 403): ${this.loginHint}`,
       );
     }
     if (!response.ok) {

@@ -40,6 +40,8 @@ export interface UploadOptions {
   mountFrom?: string[];
   /** Look only: HEAD, open and cancel a session to learn the limits, and plan the chunks. */
   dryRun?: boolean;
+  /** What is still writing a growing blob, for how it travels: "compressed" (default), "downloaded", "read". */
+  growingAs?: string;
   /** The blob is missing: how it will travel ("in 4 chunks", "streamed as it is compressed"). */
   onStart?: (how: string | undefined, total: number | undefined) => void;
   /** Bytes of the blob the registry has been handed so far, and the chunk on its way. */
@@ -264,7 +266,7 @@ class BlobUpload {
         this.options.onStart?.(undefined, final.size);
         return this.monolithic(final.size);
       }
-      this.options.onStart?.("streamed as it is compressed", undefined);
+      this.options.onStart?.(`streamed as it is ${this.options.growingAs ?? "compressed"}`, undefined);
       return this.streamed();
     }
     const chunkSize = this.chunkSizeFor(ceiling);
@@ -283,7 +285,7 @@ class BlobUpload {
         return this.chunked(plan.chunkSize, 0);
       }
     }
-    this.options.onStart?.(`in chunks of ${chunkSize} bytes, each sent as soon as it is compressed`, undefined);
+    this.options.onStart?.(`in chunks of ${chunkSize} bytes, each sent as soon as it is ${this.options.growingAs ?? "compressed"}`, undefined);
     return this.chunked(chunkSize, 0);
   }
 

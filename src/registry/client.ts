@@ -46,7 +46,14 @@ export interface ClientOptions {
   idleTimeoutMs?: number;
   /** Where retries are reported. */
   log?: Logger;
+  /**
+   * What to do when the registry wants credentials we lack or refuses ours; default: set USERNAME_REGISTRY
+   * and pipe the password. A source registry's credentials come from the Docker config instead.
+   */
+  loginHint?: string;
 }
+
+const LOGIN_HINT = "set USERNAME_REGISTRY=<user> and pipe the password on stdin";
 
 export interface SendOptions {
   headers?: Record<string, string>;
@@ -110,6 +117,8 @@ export class RegistryClient {
         options.scope ?? [`repository:${options.repository}:pull,push`],
         (url, headers) => this.fetchToken(url, headers),
         !options.insecure,
+        undefined,
+        options.loginHint,
       );
     this.readAccepted = shared?.readAccepted ?? false;
     const pace = (this.pace = shared?.pace ?? new LinkPace());
@@ -183,7 +192,7 @@ export class RegistryClient {
       throw new PushError(
         credentials
           ? `registry ${host} rejected the username "${terminalSafe(credentials.username)}" or its password (HTTP 401)`
-          : `registry ${host} requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin`,
+          : `registry ${host} requires authentication: ${this.options.loginHint ?? LOGIN_HINT}`,
       );
     }
     throw await this.failure(response, `registry ${host} did not answer GET /v2/ as a registry`);
@@ -206,7 +215,9 @@ export class RegistryClient {
       // Storage behind a redirect or an absolute Location asked for credentials: it gets none.
       text = `${plain} from ${from}, which is not the registry: credentials go only to ${this.origin} and the token service it names`;
     } else if (response.status === 401 && !credentials) {
-      text = `the registry requires authentication (${plain}): set USERNAME_REGISTRY=<user> and pipe the password on stdin`;
+      text = `the registry requires authentication (${plain}): ${this.options.loginHint ?? LOGIN_HINT}`;
+    } else if (response.status === 401 && this.options.loginHint && !this.readAccepted) {
+      text = `the registry did not accept the credentials (${plain}): ${this.options.loginHint}`;
     } else if (response.status === 401 && this.readAccepted) {
       // serverless-registry answers a READONLY user's write with the same 401 as a wrong password.
       text = `the registry accepted user "${terminalSafe(credentials?.username ?? "")}" for reading but refused this (${plain}): is it a read-only user?`;

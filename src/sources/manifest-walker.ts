@@ -27,8 +27,11 @@ export interface BlobStore {
   /** For messages. */
   label: string;
   has(digest: string): Promise<boolean>;
-  /** A small blob's bytes (a manifest, an index, a config), refused past `limit`. */
-  read(digest: string, limit: number): Promise<Uint8Array>;
+  /**
+   * A small blob's bytes (a manifest, an index, a config), refused past `limit`. `kind` says which: a
+   * registry serves manifests and configs at different paths.
+   */
+  read(digest: string, limit: number, kind: "manifest" | "config"): Promise<Uint8Array>;
   /** A layer or other big blob: where its bytes are, and how they are compressed. */
   blob(descriptor: Descriptor): Promise<{ bytes: BlobBytes; size: number; compression: Compression }>;
 }
@@ -47,19 +50,19 @@ export class ManifestWalker {
   private document(d: Descriptor): Promise<Uint8Array> {
     let bytes = this.documents.get(d.digest);
     if (!bytes) {
-      bytes = this.readChecked(d, MANIFEST_LIMIT);
+      bytes = this.readChecked(d, MANIFEST_LIMIT, "manifest");
       this.documents.set(d.digest, bytes);
     }
     return bytes;
   }
 
-  private async readChecked(d: Descriptor, limit: number): Promise<Uint8Array> {
+  private async readChecked(d: Descriptor, limit: number, kind: "manifest" | "config"): Promise<Uint8Array> {
     // Counted before reading, from the descriptor (checked against the bytes just after).
     this.documentBytes += Math.min(d.size, limit);
     if (this.documentBytes > DOCUMENT_BUDGET) {
       throw new ArchiveError(`${this.store.label}: its manifests, indexes and configs add up to more than ${DOCUMENT_BUDGET} bytes: refusing it`);
     }
-    const bytes = await this.store.read(d.digest, limit);
+    const bytes = await this.store.read(d.digest, limit, kind);
     const digest = sha256Digest(bytes);
     if (digest !== d.digest) throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} hashes to ${digest}`);
     if (bytes.length !== d.size) throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} has ${bytes.length} bytes, its descriptor says ${d.size}`);
@@ -118,7 +121,7 @@ export class ManifestWalker {
 
   private async image(raw: Uint8Array, manifest: ManifestDocument, d: Descriptor): Promise<ImageNode | { missing: string }> {
     if (!(await this.store.has(manifest.config.digest))) return { missing: `its config ${manifest.config.digest} is not in ${this.store.label}` };
-    const configBytes = await this.readChecked(manifest.config, CONFIG_LIMIT);
+    const configBytes = await this.readChecked(manifest.config, CONFIG_LIMIT, "config");
     const config = parseConfig(configBytes, `config ${manifest.config.digest}`);
     if (config.rootfs.diff_ids.length !== manifest.layers.length) {
       throw new ArchiveError(`${this.store.label} is corrupt: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} layers (diff_ids) but its manifest ${manifest.layers.length}`);

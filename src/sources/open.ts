@@ -4,6 +4,7 @@
  * `--from` (another registry), or the local engine (`docker save` / `podman save`).
  */
 import { open, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { PushError } from "../errors.ts";
@@ -101,7 +102,10 @@ async function openDaemon(spec: Extract<SourceSpec, { kind: "daemon" }>, ctx: Op
     const record = await ctx.records.image(inspected.id);
     if (record && (await everyLayerCached(record.layers, ctx)) && sameLayers(record, inspected.diffIds)) {
       ctx.log.info(`${spec.reference} (image ${inspected.id.slice(7, 19)}): every layer is in ${ctx.cache.dir}, no save needed`);
-      return { root: imageFromRecord(record), names: [spec.reference], missing: [], description: `cached record of ${spec.reference}`, id: inspected.id, fromRecord: true };
+      // An earlier run's `<id>.tar` is still this image's saved archive: --rm-archive removes it too.
+      const saved = join(spec.folder, `${inspected.id.slice(7)}.tar`);
+      const archive = (await stat(saved).then((s) => s.isFile(), () => false)) ? { archive: saved } : {};
+      return { root: imageFromRecord(record), names: [spec.reference], missing: [], description: `cached record of ${spec.reference}`, id: inspected.id, fromRecord: true, ...archive };
     }
   }
   const reused = await reuseSavedArchive(options, inspected);

@@ -59,10 +59,11 @@ function remoteBlobs(client: RegistryClient, repository: string, label: string, 
   return {
     label,
     has: async () => true,
-    read: async (digest, limit) => {
+    read: async (digest, limit, wanted) => {
       if (digest === rootDigest) return rootBytes;
-      // Child manifests live under /manifests/, configs under /blobs/: ask the one that answers.
-      for (const kind of ["manifests", "blobs"] as const) {
+      // Child manifests live under /manifests/, configs under /blobs/. Ask the right one first:
+      // distribution answers 500, not 404, for a config asked for as a manifest.
+      for (const kind of wanted === "config" ? (["blobs", "manifests"] as const) : (["manifests", "blobs"] as const)) {
         const response = await client.send("GET", `/v2/${repository}/${kind}/${digest}`, {
           headers: { Accept: ACCEPT },
           what: `reading ${label}@${digest}`,

@@ -115,10 +115,11 @@ describe("push failures exit 1 with a clear message", () => {
     expect(result.stderr).toContain(`cannot open archive ${join(work, "nope.tar")}: no such file`);
   });
 
-  test("an archive path that is a folder", async () => {
+  test("an archive path that is a folder without index.json (not an OCI layout)", async () => {
     const result = await push(["--archive", work, `${registry.host}/x/y:1`]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe(`error: archive ${work} is not a file\n`);
+    expect(result.stderr).toBe(`error: ${work} is a folder but not an OCI image layout: it has no index.json\n`);
+    expect(result.stdout).toBe("");
   });
 
   test("a truncated archive", async () => {
@@ -128,17 +129,46 @@ describe("push failures exit 1 with a clear message", () => {
     expect(result.stderr).toContain(`archive ${corrupt.path} is corrupt or truncated`);
   });
 
-  test("a layer whose bytes do not match the config's diff_id is caught before upload", async () => {
-    const path = join(work, "flipped.tar");
-    const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
-    // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
-    const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
-    bytes[at] = (bytes[at] ?? 0) ^ 0xff;
-    await Bun.write(path, bytes);
-    const result = await push(["--archive", path, `${registry.host}/x/flipped:1`]);
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/layer 1\/4 of archive .*flipped\.tar is corrupt: its content hashes to sha256:[a-f0-9]{64}, but the image config says/);
-    expect((await readdir(join(work, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+  test("a layer whose bytes do not match the config's diff_id is caught before its upload completes: never committed, no manifest", async () => {
+    const cwd = await makeTempDir("flipped-");
+    try {
+      const path = join(cwd, "flipped.tar");
+      const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
+      // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
+      const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
+      bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+      await Bun.write(path, bytes);
+      // What the flipped layer hashes to: the same flip in the layer tar the archive was written from.
+      const sample = makeSampleImage({ bigBytes: 64 * 1024 });
+      const layer = new Uint8Array(sample.layers[0]!);
+      const inLayer = Buffer.from(layer).indexOf(Buffer.from("data/big.bin")) + 4096;
+      layer[inLayer] = (layer[inLayer] ?? 0) ^ 0xff;
+      const content = `sha256:${new Bun.CryptoHasher("sha256").update(layer).digest("hex")}`;
+
+      const result = await runCli(["--archive", path, `${registry.host}/x/flipped:1`], {
+        cwd,
+        stdin: `${registry.password}\n`,
+        env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
+      });
+      expect(result.code).toBe(1);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toEndWith(
+        `\nerror: layer 1/4 of archive ${path} is not what the image says: its content hashes to ${content}, but the image config's diff_id is ${sample.diffIds[0]}\n`,
+      );
+      expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+      // The registry holds no manifest, and of the blobs it linked into x/flipped none is the bad layer:
+      // each one decompresses to a diff_id of the other layers.
+      const repo = join(registry.storageDir, "docker/registry/v2/repositories/x/flipped");
+      expect(existsSync(join(repo, "_manifests"))).toBe(false);
+      const linked = existsSync(join(repo, "_layers/sha256")) ? await readdir(join(repo, "_layers/sha256")) : [];
+      for (const hex of linked) {
+        const blob = await Bun.file(join(registry.storageDir, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data")).bytes();
+        const diffId = `sha256:${new Bun.CryptoHasher("sha256").update(Bun.gunzipSync(blob)).digest("hex")}`;
+        expect(sample.diffIds.slice(1)).toContain(diffId);
+      }
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
   });
 
   test("an archive with a ../ entry is refused and nothing is written outside", async () => {

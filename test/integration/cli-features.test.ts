@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
@@ -58,7 +58,7 @@ async function runInTerminal(args: string[], env: Record<string, string>, input:
 describe("output", () => {
   test("on a terminal: the password prompt hides what is typed, progress redraws in place, the summary ends it", async () => {
     const ref = `${registry.host}/features/tty:1`;
-    const cwd = await makeTempDir("tty-");
+    const cwd = await mkdtemp(join(work, "tty-"));
     const { code, output } = await runInTerminal(["--chunk-size", "5MiB", "--archive", chunky.path, ref], auth(), `${registry.password}\r`, cwd);
     expect(code).toBe(0);
     expect(output).toContain(`Password for ${registry.username}@${registry.host}: `);
@@ -75,12 +75,21 @@ describe("output", () => {
 
   test("piped (CI logs): plain lines, one per event, no carriage returns or escape codes", async () => {
     const ref = `${registry.host}/features/plain:1`;
-    const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await makeTempDir("plain-"), stdin: `${registry.password}\n`, env: auth() });
+    const cwd = await makeTempDir("plain-");
+    const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+    await rm(cwd, { recursive: true, force: true });
     expect(result.code).toBe(0);
     expect(result.stderr).not.toMatch(/[\r\x1b]/);
     const lines = result.stderr.trimEnd().split("\n");
-    expect(lines).toContainEqual(expect.stringMatching(/^layer 1\/2 sha256:[a-f0-9]{12}: uploading 13\.\d MB \(in 3 chunks\)$/));
-    expect(lines).toContainEqual(expect.stringMatching(/^layer 1\/2 sha256:[a-f0-9]{12}: chunk 2\/3 done \([\d.]+\/13\.\d MB\)$/));
+    // The big layer uploads while it is compressed: its size (and digest) are known only at the end.
+    const layer1 = lines.filter((l) => l.startsWith("layer 1/2"));
+    expect(layer1.slice(0, 3)).toEqual(["layer 1/2: compressing 13.6 MB", "layer 1/2: checking", "layer 1/2: uploading (in chunks of 5242880 bytes, each sent as soon as it is compressed)"]);
+    const chunks = layer1.slice(3, -1);
+    expect(chunks).toHaveLength(3);
+    chunks.forEach((line, i) => expect(line).toMatch(new RegExp(`^layer 1/2( sha256:[a-f0-9]{12})?: chunk ${i + 1}/[${i + 1}-3] done \\([\\d.]+(/13\\.6)? MB\\)$`)));
+    expect(chunks[2]).toMatch(/^layer 1\/2 sha256:[a-f0-9]{12}: chunk 3\/3 done \(13\.6\/13\.6 MB\)$/);
+    expect(layer1.at(-1)).toMatch(/^layer 1\/2 sha256:[a-f0-9]{12}: pushed 13\.6 MB in 3 chunks \(compressed now\)$/);
+    expect(lines).toContainEqual(expect.stringMatching(/^layer 2\/2 sha256:[a-f0-9]{12}: pushed 98 B \(compressed now\)$/));
     expect(lines.at(-1)).toMatch(/^3 blobs: 3 pushed, 0 already present; \d+ bytes sent$/);
     expect(result.stdout).toBe(`${ref}@${(await pull(ref)).manifestDigest}\n`);
   }, 60_000);
@@ -93,29 +102,62 @@ describe("output", () => {
     expect(result.stdout).toMatch(new RegExp(`^${ref.replaceAll(".", "\\.")}@sha256:[a-f0-9]{64}\\n$`));
   }, 60_000);
 
-  test("--json: one object on stdout with the reference, digest, tags and every blob", async () => {
+  test("--json: one object on stdout with the reference, digest, tags, kind, source, platforms and every blob", async () => {
     const ref = `${registry.host}/features/json:1`;
-    const result = await runCli(["--json", "-t", "extra", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
-    expect(result.code).toBe(0);
-    expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);
-    const report = JSON.parse(result.stdout);
-    const pulled = await pull(ref);
-    expect(Object.keys(report)).toEqual(["reference", "repository", "tags", "digest", "mediaType", "size", "dryRun", "blobs"]);
-    expect(report).toMatchObject({
-      reference: `${ref}@${pulled.manifestDigest}`,
-      repository: `${registry.host}/features/json`,
-      tags: ["1", "extra"],
-      digest: pulled.manifestDigest,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      size: pulled.manifestBytes.length,
-      dryRun: false,
-    });
-    expect(report.blobs).toHaveLength(4); // config + 3 distinct layers (one appears twice)
-    for (const blob of report.blobs) {
-      expect(Object.keys(blob)).toEqual(["name", "digest", "size", "mediaType", "status", "chunks"]);
-      expect(blob.status === "pushed" || blob.status === "skipped").toBe(true);
+    const cwd = await makeTempDir("json-");
+    try {
+      const result = await runCli(["--json", "-t", "extra", "--archive", small.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+      expect(result.code).toBe(0);
+      expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);
+      const report = JSON.parse(result.stdout);
+      const pulled = await pull(ref);
+      expect(Object.keys(report)).toEqual([
+        "reference", "repository", "tags", "digest", "mediaType", "size", "kind", "unchanged", "dryRun",
+        "source", "platforms", "leftOut", "bytesSent", "bytesResent", "blobs",
+      ]);
+      const blobs = report.blobs as { name: string; digest: string; size: number; mediaType: string; status: string; chunks: number }[];
+      expect(report).toEqual({
+        reference: `${ref}@${pulled.manifestDigest}`,
+        repository: `${registry.host}/features/json`,
+        tags: ["1", "extra"],
+        digest: pulled.manifestDigest,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        size: pulled.manifestBytes.length,
+        kind: "image",
+        // The archive's layers were compressed here: the manifest is the tool's own.
+        unchanged: false,
+        dryRun: false,
+        source: `archive ${small.path}`,
+        platforms: [
+          {
+            platform: "linux/amd64",
+            digest: pulled.manifestDigest,
+            mediaType: "application/vnd.oci.image.manifest.v1+json",
+            size: pulled.manifestBytes.length,
+            config: pulled.configDigest,
+            layers: 4,
+            unchanged: false,
+          },
+        ],
+        leftOut: [],
+        bytesSent: blobs.reduce((sum, b) => sum + b.size, 0),
+        bytesResent: 0,
+        blobs: expect.any(Array),
+      });
+      expect(blobs).toHaveLength(4); // config + 3 distinct layers (one appears twice)
+      for (const blob of blobs) {
+        expect(Object.keys(blob)).toEqual(["name", "digest", "size", "mediaType", "status", "chunks"]);
+        expect(blob).toMatchObject({ status: "pushed", chunks: 1 });
+      }
+      const byName = Object.fromEntries(blobs.map((b) => [b.name, b]));
+      expect(Object.keys(byName).sort()).toEqual(["config", "layer 1/4", "layer 2/4", "layer 3/4"]);
+      expect(byName.config).toMatchObject({ digest: pulled.configDigest, size: pulled.configBytes.length, mediaType: "application/vnd.oci.image.config.v1+json" });
+      for (const i of [0, 1, 2]) {
+        expect(byName[`layer ${i + 1}/4`]).toMatchObject({ digest: pulled.layerDigests[i], size: pulled.layerSizes[i], mediaType: pulled.layerMediaTypes[i] });
+      }
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
     }
-    expect(report.blobs.map((b: { digest: string }) => b.digest).sort()).toEqual([pulled.configDigest, ...new Set(pulled.layerDigests)].sort());
   }, 60_000);
 });
 
@@ -131,20 +173,50 @@ describe("tags and dry runs", () => {
     expect(result.stderr).toContain(`latest: digest: ${digest}`);
   }, 60_000);
 
-  test("--dry-run: compresses and reports, but sends nothing but the ping and HEADs", async () => {
+  test("--dry-run: compresses and reports how each blob would go, learning the limits from one cancelled session per missing blob; no manifest, no result line", async () => {
     const proxy = await startFaultProxy(registry.url);
+    const cwd = await makeTempDir("dry-");
     try {
       const ref = `${proxy.host}/features/dry:1`;
-      const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await makeTempDir("dry-"), stdin: `${registry.password}\n`, env: auth() });
+      const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
       expect(result.code).toBe(0);
-      expect(result.stderr).toMatch(/layer 1\/2 sha256:[a-f0-9]{12}: would push \d+ bytes in 3 chunks of at most 5242880 bytes/);
-      expect(result.stderr).toContain("(dry run: nothing sent)");
-      expect(new Set(proxy.requests.map((r) => r.method))).toEqual(new Set(["GET", "HEAD"]));
-      expect(proxy.requests.filter((r) => r.method === "GET").every((r) => r.path === "/v2/")).toBe(true);
+      expect(result.stdout).toBe("");
+      const would = [...result.stderr.matchAll(/^(layer 1\/2|layer 2\/2|config) sha256:[a-f0-9]{12}: would push (\d+) bytes in (.*)$/gm)].map((m) => [m[1], Number(m[2]), m[3]] as const);
+      expect(would.map(([label, , how]) => `${label}: ${how}`).sort()).toEqual([
+        "config: one request",
+        "layer 1/2: 3 chunks of at most 5242880 bytes",
+        "layer 2/2: one request",
+      ]);
+      const toSend = would.reduce((sum, [, bytes]) => sum + bytes, 0);
+      expect(result.stderr).toMatch(/\n1: would get manifest sha256:[a-f0-9]{64} size: \d+ \(dry run: no manifest sent\)\n3 blobs: 3 to push, 0 already present; (\d+) bytes to send\n$/);
+      expect(result.stderr).toEndWith(`; ${toSend} bytes to send\n`);
+      // On the wire: the ping, HEADs where a digest is known, and per missing blob one session opened
+      // (to read the registry's chunk limits) and deleted. No byte of a blob, no manifest.
+      const requests = proxy.requests.map((r) => ({ method: r.method, path: r.path, status: r.status }));
+      expect(new Set(requests.map((r) => r.method))).toEqual(new Set(["GET", "HEAD", "POST", "DELETE"]));
+      expect(requests.filter((r) => r.method === "GET").every((r) => r.path === "/v2/")).toBe(true);
+      const posts = requests.filter((r) => r.method === "POST");
+      const deletes = requests.filter((r) => r.method === "DELETE");
+      expect(posts).toHaveLength(3);
+      expect(posts.every((r) => r.path === "/v2/features/dry/blobs/uploads/" && r.status === 202)).toBe(true);
+      expect(deletes).toHaveLength(3);
+      expect(new Set(deletes.map((r) => r.path)).size).toBe(3);
+      expect(deletes.every((r) => r.path.startsWith("/v2/features/dry/blobs/uploads/") && r.status === 204)).toBe(true);
+      expect(proxy.requests.every((r) => r.bodyBytes === 0)).toBe(true);
       const inspect = await skopeo(["inspect", "--tls-verify=false", `--creds=${registry.username}:${registry.password}`, `docker://${registry.host}/features/dry:1`]).catch((e: Error) => e);
       expect(inspect).toBeInstanceOf(Error);
+
+      // With --json: the one object, with no reference (nothing was pushed) and the plan for each blob.
+      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+      expect(json.code).toBe(0);
+      const report = JSON.parse(json.stdout);
+      expect(report).toMatchObject({ reference: null, repository: `${proxy.host}/features/dry`, dryRun: true, kind: "image", bytesSent: 0, leftOut: [] });
+      expect(report.digest).toMatch(/^sha256:[a-f0-9]{64}$/);
+      expect(json.stderr).toContain(`1: would get manifest ${report.digest} size: ${report.size} (dry run: no manifest sent)\n`);
+      expect((report.blobs as { status: string; chunks: number }[]).map((b) => [b.status, b.chunks]).sort()).toEqual([["would push", 1], ["would push", 1], ["would push", 3]]);
     } finally {
       await proxy.stop();
+      await rm(cwd, { recursive: true, force: true });
     }
   }, 60_000);
 });
@@ -159,7 +231,7 @@ describe("credentials", () => {
       const proxy = await startFaultProxy(tokens.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 3500 } }]);
       const ref = `${proxy.host}/features/token:1`;
       const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], {
-        cwd: await makeTempDir("token-"),
+        cwd: await mkdtemp(join(work, "token-")),
         stdin: `${tokens.password}\n`,
         env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
       });
@@ -192,7 +264,7 @@ describe("credentials", () => {
   }, 60_000);
 
   test("~/.docker/config.json auths (DOCKER_CONFIG) are used when no user is given", async () => {
-    const dockerConfig = await makeTempDir("docker-config-");
+    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
     const auth64 = Buffer.from(`${registry.username}:${registry.password}`).toString("base64");
     await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ auths: { [`http://${registry.host}`]: { auth: auth64 } } }));
     const ref = `${registry.host}/features/config:1`;
@@ -202,7 +274,7 @@ describe("credentials", () => {
   }, 60_000);
 
   test("a credential helper named in credHelpers is run for the registry", async () => {
-    const dockerConfig = await makeTempDir("docker-config-");
+    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
     const bin = join(dockerConfig, "bin");
     await mkdir(bin);
     const log = join(dockerConfig, "helper.log");
@@ -242,7 +314,7 @@ describe("engines", () => {
       const exists = await run(["podman", "image", "exists", ref], { env: cliEnv(env) });
       expect(exists.code).toBe(0);
 
-      const cwd = await makeTempDir("engine-");
+      const cwd = await mkdtemp(join(work, "engine-"));
       const result = await runCli(["--engine", "podman", ref], { cwd, stdin: `${registry.password}\n`, env });
       expect(result.code).toBe(0);
       expect(result.stderr).toContain("with podman save");

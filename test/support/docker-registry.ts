@@ -14,7 +14,7 @@
  * Note from REGISTRY-NOTES.md: it ignores Content-Range and sends no chunk-length headers, so it proves
  * protocol conformance and content, not chunk-size rules (that is the serverless emulator's job).
  */
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, runOk, spawnService, stopService, waitFor } from "./ports.ts";
@@ -272,4 +272,14 @@ export async function startDockerRegistry(opts: DockerRegistryOptions = {}): Pro
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * The blobs (configs and layers) linked into `repository` on disk, as sorted `sha256:<hex>` digests: what
+ * a push uploaded or mounted there. Empty when the repository has none. Manifests are not blobs here.
+ */
+export async function repositoryBlobs(registry: Pick<DockerRegistry, "storageDir">, repository: string): Promise<string[]> {
+  const dir = join(registry.storageDir, "docker", "registry", "v2", "repositories", repository, "_layers", "sha256");
+  const hexes = await readdir(dir).catch(() => [] as string[]);
+  return hexes.map((hex) => `sha256:${hex}`).sort();
 }
