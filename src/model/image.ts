@@ -79,13 +79,26 @@ export interface Taken {
   readonly small?: Uint8Array;
 }
 
+/** One entry of a streaming source, as the sink gets it. */
+export interface StreamEntryInfo {
+  name: string;
+  size: number;
+  /** The digest the entry's name claims (`blobs/sha256/<hex>`), if any. */
+  expectedDigest?: string;
+  /**
+   * Names the entry across runs (the engine's image id and the entry's name), so an upload a killed
+   * run left can be continued: the same save gives the same bytes.
+   */
+  key?: string;
+}
+
 /** What a streaming source hands the bytes of each entry to, in stream order. */
 export interface StreamSink {
   /**
    * Consumes `stream` (one entry of the source, `size` bytes) and resolves once it is read; the work
    * it started (compression, upload) may go on. `expectedDigest` is the digest the entry's name claims.
    */
-  take(entry: { name: string; size: number; expectedDigest?: string }, stream: ReadableStream<Uint8Array>): Promise<Taken>;
+  take(entry: StreamEntryInfo, stream: ReadableStream<Uint8Array>): Promise<Taken>;
 }
 
 /** Names an image goes by in its source (RepoTags, ref.name annotations), for `--image`. */

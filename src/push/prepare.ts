@@ -32,8 +32,11 @@ export interface Prepared {
   /** The digest the bytes must have, when known before they are complete. */
   expected?: string;
   origin: "compressed" | "cache" | "stored" | "downloaded";
-  /** Names the upload for a later run that resumes it. */
-  key: string;
+  /**
+   * Names the upload for a later run that resumes it; none for a stream entry whose layer is not known
+   * yet (every such entry would share one name, and resume another's session).
+   */
+  key?: string;
   /**
    * Resolves with the blob's identity once it is proven to be the layer (diff_id) and its digest;
    * rejects with a VerificationError (a lying source) or a RepairableError (a bad cache entry).
@@ -119,6 +122,7 @@ export async function compressLayer(
   bytes: BlobBytes,
   ctx: PrepareContext,
   stream?: ReadableStream<Uint8Array>,
+  streamKey?: string,
 ): Promise<Prepared & { content: Promise<string> }> {
   const { cache, compression } = ctx;
   const variant = variantOf(compression);
@@ -169,7 +173,7 @@ export async function compressLayer(
     compression: compression.algorithm,
     asStored: false,
     origin: "compressed",
-    key: `${diffId ?? "stream"}/${variant}`,
+    ...(diffId !== undefined ? { key: `${diffId}/${variant}` } : streamKey !== undefined ? { key: `${streamKey}/${variant}` } : {}),
     verify: () => identity,
     content,
   };
@@ -249,7 +253,7 @@ export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["o
 }
 
 /** Copies a remote blob into the cache as it arrives; uploads and the proof follow the file. */
-async function download(bytes: Extract<BlobBytes, { kind: "remote" }>, expected: string | undefined, cache: BlobCache, signal: AbortSignal): Promise<BlobFile> {
+export async function download(bytes: Extract<BlobBytes, { kind: "remote" }>, expected: string | undefined, cache: BlobCache, signal: AbortSignal): Promise<BlobFile> {
   const temp = cache.tempPath();
   await writeFile(temp, new Uint8Array(0));
   const file = await BlobFile.growing(temp);

@@ -18,7 +18,7 @@ import { checkFacts, inspectLayer, VerificationError, type LayerFacts } from "..
 import type { Logger } from "../log.ts";
 import type { Descriptor, Platform } from "../model/descriptor.ts";
 import { sha256Digest, shortDigest } from "../model/digest.ts";
-import type { ArtifactNode, BlobBytes, ImageNode, IndexChild, IndexNode, Layer, ManifestNode, StreamSink, Taken } from "../model/image.ts";
+import type { ArtifactNode, BlobBytes, ImageNode, IndexChild, IndexNode, Layer, ManifestNode, StreamEntryInfo, StreamSink, Taken } from "../model/image.ts";
 import { buildImageManifest, buildIndex, rawManifest, type BuiltManifest } from "../model/manifest.ts";
 import { formatOf, isIndexType, layerMediaType, sniffCompression, type Compression, type ManifestFormat } from "../model/media-types.ts";
 import { formatPlatform, platformMatches } from "../model/platform.ts";
@@ -26,7 +26,7 @@ import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/b
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
 import type { PushEvents } from "./events.ts";
-import { compressLayer, prepareLayer, RepairableError, storedPrepared, type LayerCompression, type Prepared } from "./prepare.ts";
+import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, type LayerCompression, type Prepared } from "./prepare.ts";
 
 export interface PushOptions {
   client: RegistryClient;
@@ -563,7 +563,7 @@ export class Pusher {
   // --- the stream sink ---------------------------------------------------------------------------
 
   /** A stream entry arrives: compress (or copy) it into the cache and start its upload at once. */
-  private async take(entry: { name: string; size: number; expectedDigest?: string }, stream: ReadableStream<Uint8Array>): Promise<Taken> {
+  private async take(entry: StreamEntryInfo, stream: ReadableStream<Uint8Array>): Promise<Taken> {
     const reader = stream.getReader();
     const first = await reader.read();
     const head = first.done ? new Uint8Array(0) : first.value;
@@ -581,14 +581,16 @@ export class Pusher {
       { highWaterMark: 0 },
     );
     const compression = sniffCompression(head);
+    // A JSON document too big to keep in memory (a large SBOM attestation) is a blob to push as stored.
+    const json = firstNonSpace(head) === 0x7b || firstNonSpace(head) === 0x5b;
     // Which layer of the image it is becomes known only when the stream ends: name it by its entry.
     const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
     const label = `layer ${hex ?? ++this.streamed}`;
     const ctx = this.prepareContext(label, true);
     const cancel = new AbortController();
     this.signal.addEventListener("abort", () => cancel.abort(this.signal.reason), { once: true });
-    if (compression === "none") {
-      const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
+    if (compression === "none" && !json) {
+      const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole, entry.key);
       this.files.push(prepared.file);
       const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
@@ -599,6 +601,7 @@ export class Pusher {
         upload,
         stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
       };
+      taken.stored.catch(() => undefined); // the failure surfaces through the layer's proof
       this.taken.push(taken);
       // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
       await prepared.verify();
@@ -695,13 +698,15 @@ export class Pusher {
     }
     if (bytes.kind === "taken") {
       const taken = bytes.taken as SinkTaken;
-      if (taken.prepared) return taken.prepared.file;
+      if (taken.prepared?.asStored) return taken.prepared.file;
       if (taken.small) return this.memoryFile(taken.small, descriptor.digest);
+      if (taken.prepared) throw new PushError(`blob ${descriptor.digest} was compressed as the stream went by, so it cannot go as stored`);
     }
     if (bytes.kind === "remote") {
-      const chunks: Uint8Array[] = [];
-      for await (const chunk of await bytes.open(this.signal)) chunks.push(chunk);
-      return this.memoryFile(Buffer.concat(chunks), descriptor.digest);
+      // Streamed into the cache and checked against its size and digest, never held in memory.
+      const file = await download(bytes, descriptor.digest, this.options.cache, this.signal);
+      this.files.push(file);
+      return file;
     }
     throw new PushError(`blob ${descriptor.digest} cannot be read`);
   }
@@ -813,6 +818,11 @@ const NOTES: Record<string, string | undefined> = {
   downloaded: "copied",
   mounted: "mounted",
 };
+
+function firstNonSpace(bytes: Uint8Array): number | undefined {
+  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) return byte;
+  return undefined;
+}
 
 /** A manifest without a mediaType field says what it is through its config's type. */
 function inferManifestType(node: ImageNode): string {

@@ -30,11 +30,15 @@ export class StreamStore implements ArchiveStore {
   private readonly entries = new Map<string, Kept>();
   private held = 0;
 
-  private constructor(readonly label: string) {}
+  private constructor(
+    readonly label: string,
+    private readonly key?: string,
+  ) {}
 
   /** Reads the whole stream, handing what it cannot keep to `sink`. */
-  static async read(input: ReadableStream<Uint8Array>, label: string, sink: StreamSink): Promise<StreamStore> {
-    const store = new StreamStore(label);
+  /** Reads the whole stream, handing what it cannot keep to `sink`; `key` names the stream across runs. */
+  static async read(input: ReadableStream<Uint8Array>, label: string, sink: StreamSink, key?: string): Promise<StreamStore> {
+    const store = new StreamStore(label, key);
     await walkTarStream(input, label, (entry, body) => store.accept(entry, body, sink));
     return store;
   }
@@ -93,7 +97,9 @@ export class StreamStore implements ArchiveStore {
       },
       { highWaterMark: 0 },
     );
-    const taken = await sink.take({ name: entry.name, size: entry.size, expectedDigest: digestFromName(entry.name) }, rest);
+    const expectedDigest = digestFromName(entry.name);
+    const info = { name: entry.name, size: entry.size, ...(expectedDigest ? { expectedDigest } : {}), ...(this.key ? { key: `${this.key}/${entry.name}` } : {}) };
+    const taken = await sink.take(info, rest);
     this.entries.set(entry.name, { type: "File", size: entry.size, taken });
   }
 
