@@ -14,7 +14,7 @@ import type { BlobCache } from "../layers/cache.ts";
 import { compressRange, compressStream, type Algorithm } from "../layers/parallel-compress.ts";
 import { checkFacts, inspectLayer, VerificationError } from "../layers/verify.ts";
 import type { BlobBytes, Layer } from "../model/image.ts";
-import type { Compression } from "../model/media-types.ts";
+import { sniffCompression, type Compression } from "../model/media-types.ts";
 
 export interface LayerCompression {
   algorithm: Algorithm;
@@ -198,7 +198,8 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
   if (bytes.kind === "file") {
     file = await BlobFile.complete(bytes.path, bytes.offset, bytes.size);
     complete = bytes.size;
-  } else if (cachedPath && size !== undefined) {
+  } else if (cachedPath && size !== undefined && sniffCompression(await head(cachedPath)) === layer.compression) {
+    // The bytes, not a record's media type, say how a cached blob is compressed.
     await cache.touch(cachedPath);
     file = await BlobFile.complete(cachedPath, 0, size);
     complete = size;
@@ -285,6 +286,10 @@ export async function download(bytes: Extract<BlobBytes, { kind: "remote" }>, ex
     await cache.discard(temp);
   });
   return file;
+}
+
+async function head(path: string): Promise<Uint8Array> {
+  return new Uint8Array(await Bun.file(path).slice(0, 4).arrayBuffer());
 }
 
 function once<T>(work: () => Promise<T>): () => Promise<T> {
