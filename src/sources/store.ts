@@ -31,6 +31,7 @@ export function blobPath(digest: string): string {
 
 /** The digest a file name claims (`blobs/sha256/<hex>`, `<hex>.json`, `<hex>.tar`), if it claims one. */
 export function digestFromName(name: string): string | undefined {
-  const match = /(?:^|\/)(?:blobs\/sha256\/)?([a-f0-9]{64})(?:\.json|\.tar)?$/.exec(name);
+  // crane and go-containerregistry tarballs name compressed layers <digest>.tar.gz.
+  const match = /(?:^|\/)(?:blobs\/sha256\/)?([a-f0-9]{64})(?:\.json|\.tar|\.tar\.gz|\.tar\.zst)?$/.exec(name);
   return match?.[1] ? `sha256:${match[1]}` : undefined;
 }
