@@ -456,10 +456,13 @@ export class Pusher {
     const work = (async () => {
       // Wait for the first bytes before taking an upload slot: a layer still queued for compression holds none.
       await prepared.file.waitFor(1, this.signal);
+      // A blob still being compressed has no digest to HEAD or mount by. With --mount-from the user says
+      // the registry probably holds it already: learn the digest first rather than stream every byte.
+      const digest = prepared.expected ?? (this.options.mountFrom.length > 0 && !this.options.dryRun ? (await prepared.file.done).digest : undefined);
       return this.uploads(async () => {
         this.signal.throwIfAborted();
-        events.update(label, { phase: "checking", digest: prepared.expected });
-        const mountFrom = await this.mountSources(prepared.expected);
+        events.update(label, { phase: "checking", digest });
+        const mountFrom = await this.mountSources(digest);
         const outcome = await uploadBlob(client, repository, prepared.file, {
           label: `${label}${prepared.expected ? ` ${shortDigest(prepared.expected)}` : ""}`,
           log: this.options.log,
