@@ -26,7 +26,7 @@ import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/b
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
 import type { PushEvents } from "./events.ts";
-import { compressLayer, prepareLayer, RepairableError, storedPrepared, type LayerCompression, type Prepared } from "./prepare.ts";
+import { compressLayer, prepareLayer, RepairableError, storedPrepared, variantOf, type LayerCompression, type Prepared } from "./prepare.ts";
 
 export interface PushOptions {
   client: RegistryClient;
@@ -498,12 +498,22 @@ export class Pusher {
   private sessions(): SessionStore | undefined {
     const { records, registry, repository } = this.options;
     if (!records) return undefined;
+    // A streamed layer's session is also kept under its diff_id's name once compression told it, so a
+    // next run that builds the image from the cache record (no save) finds it too.
+    const names = (key: string) => [key, ...(this.sessionAliases.has(key) ? [this.sessionAliases.get(key)!] : [])];
     return {
       load: (key) => records.upload(registry, repository, key),
-      save: (key, state) => records.saveUpload({ registry, repository, key, ...state }),
-      drop: (key) => records.dropUpload(registry, repository, key),
+      save: async (key, state) => {
+        for (const name of names(key)) await records.saveUpload({ registry, repository, key: name, ...state });
+      },
+      drop: async (key) => {
+        for (const name of names(key)) await records.dropUpload(registry, repository, name);
+      },
     };
   }
+
+  /** Stream entry key -> the `<diff_id>/<variant>` key the same layer has when read from the cache. */
+  private readonly sessionAliases = new Map<string, string>();
 
   // --- the stream sink ---------------------------------------------------------------------------
 
@@ -530,8 +540,14 @@ export class Pusher {
     const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
     const label = `layer ${hex ?? ++this.streamed}`;
     const ctx = this.prepareContext(label, true);
+    // Names the upload for a killed run's next run: the entry, since its digest is known only at its end.
+    // (One name for every entry would hand each layer's session to the others.)
+    const variant = variantOf(this.options.compression);
+    const key = `stream:${entry.expectedDigest ?? entry.name}:${entry.size}/${compression === "none" ? variant : "stored"}`;
     if (compression === "none") {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
+      prepared.key = key;
+      prepared.content.then((diffId) => this.sessionAliases.set(key, `${diffId}/${variant}`), () => undefined);
       this.files.push(prepared.file);
       const upload = this.upload(prepared, label, () => prepared.verify());
       const taken: SinkTaken = {
@@ -554,7 +570,7 @@ export class Pusher {
     const facts = inspectLayer(file.stream(0, undefined, { signal: this.signal }), compression, this.signal);
     facts.catch(() => undefined);
     const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
-    const prepared = storedPrepared(pseudo, file, "stored", cache, ctx);
+    const prepared = { ...storedPrepared(pseudo, file, "stored", cache, ctx), key };
     const upload = this.upload(prepared, label);
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");
