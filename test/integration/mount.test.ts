@@ -25,6 +25,15 @@ let registry: DockerRegistry;
 let proxy: FaultProxy;
 let emulator: Emulator;
 
+
+/** Folders of single tests, removed after the file even when a test failed half-way. */
+const temps: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await makeTempDir(prefix);
+  temps.push(dir);
+  return dir;
+}
+
 beforeAll(async () => {
   work = await makeTempDir("mount-");
   const layers = [makeLayerTar({ "data/big.bin": deterministicBytes(16 * MiB) }), makeLayerTar({ "etc/a": "mount me\n" }), makeLayerTar({ "etc/b": "me too\n" })];
@@ -38,7 +47,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled([proxy?.stop(), registry?.stop(), emulator?.stop()]);
-  await rm(work, { recursive: true, force: true });
+  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 interface Target {
@@ -85,7 +94,7 @@ describe.each(["docker-registry", "serverless emulation"])("mounts against %s", 
   const target = () => targets().find((t) => t.name === name)!;
 
   test("the same image to a second repository of the registry: every blob mounted, no bytes sent", async () => {
-    const cwd = await makeTempDir("mount-second-");
+    const cwd = await tempDir("mount-second-");
     const first = await push(target(), cwd, "mount/first");
     expect(first.code).toBe(0);
     await expectAllMounted(target(), cwd, "mount/second", "mount/first");
@@ -93,9 +102,9 @@ describe.each(["docker-registry", "serverless emulation"])("mounts against %s", 
   }, SLOW);
 
   test("--mount-from <repo> from a folder with an empty cache: every blob mounted, no bytes sent", async () => {
-    const seed = await makeTempDir("mount-seed-");
+    const seed = await tempDir("mount-seed-");
     expect((await push(target(), seed, "mount/source")).code).toBe(0);
-    const empty = await makeTempDir("mount-empty-");
+    const empty = await tempDir("mount-empty-");
     await expectAllMounted(target(), empty, "mount/elsewhere", "mount/source", ["--mount-from", "mount/source"]);
     await Promise.all([rm(seed, { recursive: true, force: true }), rm(empty, { recursive: true, force: true })]);
   }, SLOW);

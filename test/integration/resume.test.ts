@@ -31,6 +31,15 @@ let work: string;
 let oneBig: WrittenArchive;
 let twoBig: WrittenArchive;
 
+
+/** Folders of single tests, removed after the file even when a test failed half-way. */
+const temps: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await makeTempDir(prefix);
+  temps.push(dir);
+  return dir;
+}
+
 beforeAll(async () => {
   work = await makeTempDir("resume-");
   // Random bytes do not compress: 40 MiB go in seven 6 MiB chunks.
@@ -41,7 +50,7 @@ beforeAll(async () => {
 }, SLOW);
 
 afterAll(async () => {
-  await rm(work, { recursive: true, force: true });
+  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 interface Started {
@@ -101,16 +110,19 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
 
   /** Kills the push once every one of `layers` chunked sessions has `confirmed` chunks accepted. */
   async function killAfter(run: Started, layers: number, confirmed: number): Promise<void> {
-    await emulator.waitForRequest(() => {
-      const sessions = uploadSessions(emulator.requests).filter((s) => s.patches.filter((p) => p.status === 202).length >= confirmed);
-      return sessions.length >= layers;
-    });
-    run.child.kill("SIGKILL");
+    try {
+      await emulator.waitForRequest(() => {
+        const sessions = uploadSessions(emulator.requests).filter((s) => s.patches.filter((p) => p.status === 202).length >= confirmed);
+        return sessions.length >= layers;
+      });
+    } finally {
+      run.child.kill("SIGKILL");
+    }
     expect(await run.child.exited).not.toBe(0);
   }
 
   test("an archive read in place: the second run re-sends at most one chunk", async () => {
-    const cwd = await makeTempDir("resume-emu-");
+    const cwd = await tempDir("resume-emu-");
     const ref = `${emulator.host}/resume/one:1`;
     const first = start(["--archive", oneBig.path, ref], cwd, EMU);
     await killAfter(first, 1, 3);
@@ -132,7 +144,7 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
   }, SLOW);
 
   test("a .tar.gz read as a stream with two big layers: the interrupted one resumes its own session", async () => {
-    const cwd = await makeTempDir("resume-gz-");
+    const cwd = await tempDir("resume-gz-");
     const gz = await compressArchive(twoBig.path, "gzip", join(work, "two.tar.gz"));
     const ref = `${emulator.host}/resume/two:1`;
     const mine = () => emulator.requests.filter((r) => r.path.startsWith("/v2/resume/two/"));
@@ -177,8 +189,11 @@ describe("SIGKILL, then run again, against docker-registry", () => {
     proxy.addRule({ method: "PATCH", nth: 3, fault: { kind: "cut-body", after: 2 * MiB, forward: true } });
     const first = start(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], cwd, user);
     // Killed while it waits to retry: the run never learns what the registry did with the session.
-    await first.said(/chunk 3\b.*retrying/);
-    first.child.kill("SIGKILL");
+    try {
+      await first.said(/chunk 3\b.*retrying/);
+    } finally {
+      first.child.kill("SIGKILL");
+    }
     await first.child.exited;
     proxy.clearRules();
     expect(await uploadRecords(cwd)).toHaveLength(1);
@@ -188,7 +203,7 @@ describe("SIGKILL, then run again, against docker-registry", () => {
     runCli(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], { cwd, stdin: `${user.password}\n`, env: { USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
 
   test("a chunk cut mid-body, then the kill: the next run continues the session or starts the blob over, cleanly", async () => {
-    const cwd = await makeTempDir("resume-reg-");
+    const cwd = await tempDir("resume-reg-");
     const ref = `${proxy.host}/resume/cut:1`;
     const user = { username: registry.username, password: registry.password };
     await killedMidChunk(cwd, ref, user);
@@ -217,7 +232,7 @@ describe("SIGKILL, then run again, against docker-registry", () => {
   }, SLOW);
 
   test("a session the registry lost (its upload folder purged): the next run starts the blob over cleanly", async () => {
-    const cwd = await makeTempDir("resume-lost-");
+    const cwd = await tempDir("resume-lost-");
     const ref = `${proxy.host}/resume/lost:1`;
     const user = { username: registry.username, password: registry.password };
     await killedMidChunk(cwd, ref, user);

@@ -24,6 +24,15 @@ let work: string;
 let image: WrittenArchive;
 let emulator: Emulator | undefined;
 
+
+/** Folders of single tests, removed after the file even when a test failed half-way. */
+const temps: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await makeTempDir(prefix);
+  temps.push(dir);
+  return dir;
+}
+
 beforeAll(async () => {
   work = await makeTempDir("streaming-");
   // Half noise, half text: about 40 MiB of gzip from 80 MiB, so compression takes a while and the
@@ -38,13 +47,13 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await rm(work, { recursive: true, force: true });
+  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 /** Pushes `archive` from a fresh folder (empty cache) into a fresh emulation. */
 async function pushArchive(archive: string) {
   emulator = await startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK });
-  const cwd = await makeTempDir("streaming-push-");
+  const cwd = await tempDir("streaming-push-");
   const ref = `${emulator.host}/stream/app:1`;
   const result = await runCli(["--archive", archive, ref], {
     cwd,
