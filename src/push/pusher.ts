@@ -503,17 +503,46 @@ export class Pusher {
     const names = (key: string) => [key, ...(this.sessionAliases.has(key) ? [this.sessionAliases.get(key)!] : [])];
     return {
       load: (key) => records.upload(registry, repository, key),
-      save: async (key, state) => {
-        for (const name of names(key)) await records.saveUpload({ registry, repository, key: name, ...state });
-      },
-      drop: async (key) => {
-        for (const name of names(key)) await records.dropUpload(registry, repository, name);
-      },
+      save: (key, state) =>
+        this.serial(key, async () => {
+          // Names an earlier run gave the session are kept, so whichever finishes it drops them all.
+          const before = (await records.upload(registry, repository, key))?.also ?? [];
+          const all = [...new Set([...names(key), ...before])];
+          for (const name of names(key)) await records.saveUpload({ registry, repository, key: name, ...state, also: all.filter((n) => n !== name) });
+        }),
+      drop: (key) =>
+        this.serial(key, async () => {
+          for (const name of names(key)) await records.dropUpload(registry, repository, name);
+        }),
     };
   }
 
   /** Stream entry key -> the `<diff_id>/<variant>` key the same layer has when read from the cache. */
   private readonly sessionAliases = new Map<string, string>();
+  /** Record writes of one session in call order (an alias copy must never follow the final drop). */
+  private readonly sessionQueue = new Map<string, Promise<unknown>>();
+
+  private serial(key: string, work: () => Promise<void>): Promise<void> {
+    const next = (this.sessionQueue.get(key) ?? Promise.resolve()).then(work, work);
+    this.sessionQueue.set(key, next.catch(() => undefined));
+    return next;
+  }
+
+  /**
+   * A streamed layer's diff_id became known: its session is kept under that name too, including what
+   * was recorded before (chunks confirmed while it was still being compressed).
+   */
+  private aliasSession(key: string, alias: string): void {
+    this.sessionAliases.set(key, alias);
+    const { records, registry, repository } = this.options;
+    if (!records) return;
+    void this.serial(key, async () => {
+      const recorded = await records.upload(registry, repository, key);
+      if (!recorded) return;
+      await records.saveUpload({ ...recorded, key: alias, also: [key] });
+      await records.saveUpload({ ...recorded, key, also: [alias] });
+    }).catch(() => undefined);
+  }
 
   // --- the stream sink ---------------------------------------------------------------------------
 
@@ -547,7 +576,7 @@ export class Pusher {
     if (compression === "none") {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
       prepared.key = key;
-      prepared.content.then((diffId) => this.sessionAliases.set(key, `${diffId}/${variant}`), () => undefined);
+      prepared.content.then((diffId) => this.aliasSession(key, `${diffId}/${variant}`), () => undefined);
       this.files.push(prepared.file);
       const upload = this.upload(prepared, label, () => prepared.verify());
       const taken: SinkTaken = {
