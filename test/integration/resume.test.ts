@@ -15,10 +15,12 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
+import { DOCKER_CLI, isSaveCall, startDockerd, type Dockerd } from "../support/dockerd.ts";
 import { startFaultProxy, type FaultProxy } from "../support/fault-proxy.ts";
 import { digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { compressArchive } from "../support/multiplatform.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
+import { waitFor } from "../support/ports.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
 import { blobBodyBytes, uploadSessions } from "../support/upload-log.ts";
 
@@ -44,7 +46,7 @@ beforeAll(async () => {
   work = await makeTempDir("resume-");
   // Random bytes do not compress: 40 MiB go in seven 6 MiB chunks.
   const layers = [makeLayerTar({ "data/noise.bin": randomBytes(40 * MiB) }), makeLayerTar({ "etc/motd": "resume\n" })];
-  oneBig = await writeClassicDockerArchive(join(work, "one.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))) });
+  oneBig = await writeClassicDockerArchive(join(work, "one.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "resume/one:1" });
   const two = [makeLayerTar({ "data/a.bin": randomBytes(30 * MiB) }), makeLayerTar({ "data/b.bin": randomBytes(30 * MiB) }), makeLayerTar({ "etc/motd": "two\n" })];
   twoBig = await writeClassicDockerArchive(join(work, "two.tar"), { layers: two, config: makeConfig(two.map((l) => digestOf(l))) });
 }, SLOW);
@@ -59,10 +61,10 @@ interface Started {
   said(pattern: RegExp): Promise<string>;
 }
 
-function start(args: string[], cwd: string, user: { username: string; password: string }): Started {
+function start(args: string[], cwd: string, user: { username: string; password: string }, extraEnv: Record<string, string> = {}): Started {
   const child = Bun.spawn([process.execPath, "run", CLI_ENTRY, ...args], {
     cwd,
-    env: cliEnv({ USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") }),
+    env: cliEnv({ USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state"), ...extraEnv }),
     stdin: new TextEncoder().encode(`${user.password}\n`),
     stdout: "pipe",
     stderr: "pipe",
@@ -168,6 +170,53 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
     expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
     expect(await uploadRecords(cwd)).toEqual([]);
     await rm(cwd, { recursive: true, force: true });
+  }, SLOW);
+});
+
+describe("SIGKILL during a push streamed from docker save, then run again from the cache record", () => {
+  let emulator: Emulator;
+  let proxy: FaultProxy;
+  let dockerd: Dockerd;
+  beforeAll(async () => {
+    [emulator, dockerd] = await Promise.all([startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK }), startDockerd()]);
+    proxy = await startFaultProxy(emulator.url, []);
+    await dockerd.load(oneBig.path);
+  }, SLOW);
+  afterAll(async () => {
+    await Promise.allSettled([proxy?.stop(), emulator?.stop(), dockerd?.stop()]);
+  }, SLOW);
+
+  test("the second run needs no save and continues the session the streamed upload left", async () => {
+    const cwd = await tempDir("resume-daemon-");
+    const ref = `${proxy.host}/resume/daemon:1`;
+    await dockerd.dockerOk(["tag", oneBig.repoTag, ref]);
+    const env = { DOCKER_HOST: dockerd.dockerHost, DOCKER_CONFIG: join(dockerd.dir, "docker-config") };
+    // The 4th chunk reaches the registry but its answer is held: the save and the compression end
+    // meanwhile (the image record is written), and the run is killed before it learns of that chunk.
+    proxy.addRule({ method: "PATCH", nth: 4, fault: { kind: "stall", ms: 120_000 } });
+    const first = start(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
+    try {
+      await waitFor(async () => (await readdir(join(cwd, ".cache", "images")).catch(() => [])).length > 0 && proxy.requests.filter((r) => r.method === "PATCH").length >= 4, 60_000, "the image record and the 4th chunk");
+    } finally {
+      first.child.kill("SIGKILL");
+    }
+    await first.child.exited;
+    proxy.clearRules();
+    expect(await uploadRecords(cwd)).not.toEqual([]);
+
+    const mark = dockerd.apiCalls().length;
+    const again = await runCli(["--engine", DOCKER_CLI, ref], { cwd, stdin: `${EMU.password}\n`, env: { ...env, USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
+    expect(again.code).toBe(0);
+    expect(again.stderr).toContain("no save needed");
+    expect(dockerd.apiCalls().slice(mark).filter(isSaveCall)).toEqual([]);
+    // The registry holds four chunks (the held one included): the run continues after them.
+    expect(again.stderr).toContain(`resuming the interrupted upload at byte ${4 * CHUNK}`);
+    expect(emulator.violations).toEqual([]);
+    const pulled = await pullAndVerify({ ref: `${emulator.host}/resume/daemon:1`, ...EMU, tlsVerify: false });
+    expect(pulled.diffIds).toEqual(oneBig.diffIds);
+    const extra = resent(emulator.requests.filter((r) => r.path.startsWith("/v2/resume/daemon/")), pulled);
+    expect(extra).toBeLessThanOrEqual(CHUNK);
+    expect(await uploadRecords(cwd)).toEqual([]);
   }, SLOW);
 });
 
