@@ -218,7 +218,7 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
     proxy.mark();
     const m = await again();
     const total = firstRun + proxy.bytes;
-    const note = m.exitCode !== 0 ? `FAILED (exit ${m.exitCode}): ${lastLine(m.stderr)}` : /resuming the interrupted upload at byte (\d+)/.exec(m.stderr)?.[0] ?? (/starting it again/.test(m.stderr) ? "registry lost the session: started again" : "started again");
+    const note = m.exitCode !== 0 ? `FAILED (exit ${m.exitCode}): ${lastLine(m.stderr)}` : /resuming the interrupted upload at byte (\d+)/.exec(m.stderr)?.[0] ?? (/no longer has the interrupted upload/.test(m.stderr) ? "registry lost the session: started again" : /cannot be continued/.test(m.stderr) ? "the registry's offset was not a chunk boundary: started again" : "started again");
     return { ...row, m, sent: proxy.bytes, resent: total - whole, note: `${note}; killed after ${formatMB(firstRun)} MB of ${formatMB(whole)} MB` };
   };
 
