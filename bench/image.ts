@@ -40,8 +40,8 @@ export interface BenchImage {
 }
 
 /** The cached image if its description and archive are intact, else a freshly built one. */
-export async function ensureImage(workDir: string): Promise<BenchImage> {
-  const dir = join(workDir, "image");
+export async function ensureImage(workDir: string, scale = 1): Promise<BenchImage> {
+  const dir = join(workDir, scale === 1 ? "image" : `image-x${scale}`);
   const infoPath = join(dir, "image.json");
   const cached = await readCachedImage(infoPath);
   if (cached) return cached;
@@ -52,7 +52,7 @@ export async function ensureImage(workDir: string): Promise<BenchImage> {
   const layers: BenchImage["layers"] = [];
   for (const spec of LAYERS) {
     process.stderr.write(`bench: packing layer ${spec.name}... `);
-    const layer = await packLayer(spec, stage);
+    const layer = await packLayer({ ...spec, limit: spec.limit * scale }, stage);
     process.stderr.write(`${formatMB(layer.bytes)} MB\n`);
     layers.push(layer);
   }
@@ -172,4 +172,134 @@ async function sha256File(path: string): Promise<string> {
   const hasher = new Bun.CryptoHasher("sha256");
   for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
   return `sha256:${hasher.digest("hex")}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Single-layer images of a given size (the kill-and-resume and the memory cases), written in one pass
+
+export interface SingleLayerImage {
+  /** The docker-archive (layers uncompressed, read in place). */
+  archive: string;
+  /** The same archive compressed with zstd, which the CLI can only read as a stream. */
+  zstdArchive?: string;
+  layerBytes: number;
+  diffId: string;
+}
+
+/**
+ * A docker-archive holding one layer with one file of `size` bytes: 64 KiB blocks of xorshift noise
+ * alternating with blocks of text, so gzip makes it about half as big and compression takes real time.
+ * Written straight into the archive (no staging copy); `zstd` also writes `<archive>.zst` (level 1).
+ */
+export async function ensureSingleLayerImage(workDir: string, name: string, size: number, zstd = false): Promise<SingleLayerImage> {
+  const dir = join(workDir, `single-${name}`);
+  const infoPath = join(dir, "image.json");
+  try {
+    const info = JSON.parse(await readFile(infoPath, "utf8")) as SingleLayerImage & { version: number; size: number };
+    const zstdOk = !zstd || (info.zstdArchive !== undefined && existsSync(info.zstdArchive));
+    if (info.version === IMAGE_VERSION && info.size === size && existsSync(info.archive) && zstdOk) return info;
+  } catch {
+    // not built yet
+  }
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const archive = join(dir, `${name}.tar`);
+  process.stderr.write(`bench: writing a ${formatMB(size)} MB single-layer image ${archive}... `);
+  const out = Bun.file(archive).writer({ highWaterMark: 4 << 20 });
+  const layerBytes = 512 + roundUp(size) + 1024;
+  const layerHash = new Bun.CryptoHasher("sha256");
+  out.write(tarHeader("big/layer.tar", layerBytes));
+  const inner = (bytes: Uint8Array) => {
+    layerHash.update(bytes);
+    out.write(bytes);
+  };
+  inner(tarHeader("data/blob.bin", size));
+  for (const block of patternBlocks(size)) {
+    inner(block);
+    await out.flush();
+  }
+  inner(new Uint8Array(roundUp(size) - size + 1024));
+  const diffId = `sha256:${layerHash.digest("hex")}`;
+  const config = JSON.stringify({
+    architecture: "amd64",
+    os: "linux",
+    created: "1970-01-01T00:00:00Z",
+    config: { Cmd: ["/bin/sh"] },
+    rootfs: { type: "layers", diff_ids: [diffId] },
+    history: [{ created: "1970-01-01T00:00:00Z", created_by: `bench single layer ${name}` }],
+  });
+  const configName = `${new Bun.CryptoHasher("sha256").update(config).digest("hex")}.json`;
+  const manifest = JSON.stringify([{ Config: configName, RepoTags: [`bench/${name}:1`], Layers: ["big/layer.tar"] }]);
+  for (const [file, text] of [[configName, config], ["manifest.json", manifest]] as const) {
+    const bytes = new TextEncoder().encode(text);
+    out.write(tarHeader(file, bytes.length));
+    out.write(bytes);
+    out.write(new Uint8Array(roundUp(bytes.length) - bytes.length));
+  }
+  out.write(new Uint8Array(1024));
+  await out.end();
+  let zstdArchive: string | undefined;
+  if (zstd) {
+    zstdArchive = `${archive}.zst`;
+    const { createReadStream, createWriteStream } = await import("node:fs");
+    const { pipeline } = await import("node:stream/promises");
+    const { constants, createZstdCompress } = await import("node:zlib");
+    await pipeline(createReadStream(archive), createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: 1 } }), createWriteStream(zstdArchive));
+  }
+  process.stderr.write("done\n");
+  const image: SingleLayerImage = { archive, layerBytes, diffId, ...(zstdArchive ? { zstdArchive } : {}) };
+  await writeFile(infoPath, JSON.stringify({ version: IMAGE_VERSION, size, ...image }, null, 2));
+  return image;
+}
+
+function roundUp(n: number): number {
+  return Math.ceil(n / 512) * 512;
+}
+
+/** A ustar header for a regular file (size in octal: up to 8 GiB). */
+function tarHeader(name: string, size: number): Uint8Array {
+  const header = new Uint8Array(512);
+  const put = (text: string, offset: number) => header.set(new TextEncoder().encode(text), offset);
+  put(name, 0);
+  put("0000644\0", 100);
+  put("0000000\0", 108);
+  put("0000000\0", 116);
+  put(`${size.toString(8).padStart(11, "0")}\0`, 124);
+  put("00000000000\0", 136);
+  put("        ", 148);
+  put("0", 156);
+  put("ustar\0", 257);
+  put("00", 263);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  put(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+  return header;
+}
+
+/** `size` bytes in 4 MiB pieces: 64 KiB of noise, 64 KiB of text, and so on. */
+function* patternBlocks(size: number): Generator<Uint8Array> {
+  const block = 64 * 1024;
+  const text = new Uint8Array(block);
+  const line = new TextEncoder().encode("chunked-push bench: the quick brown fox jumps over the lazy dog 0123456789\n");
+  for (let i = 0; i < block; i++) text[i] = line[i % line.length]!;
+  let state = 0x9e3779b9;
+  const piece = 4 << 20;
+  for (let done = 0; done < size; done += piece) {
+    const out = new Uint8Array(Math.min(piece, size - done));
+    const words = new Uint32Array(out.buffer, 0, Math.floor(out.length / 4));
+    for (let at = 0; at < out.length; at += block) {
+      if (((done + at) / block) % 2 === 1) {
+        out.set(text.subarray(0, Math.min(block, out.length - at)), at);
+        continue;
+      }
+      const end = Math.min(at + block, out.length) / 4;
+      for (let w = at / 4; w < end; w++) {
+        state ^= state << 13;
+        state ^= state >>> 17;
+        state ^= state << 5;
+        words[w] = state;
+      }
+    }
+    yield out;
+  }
 }

@@ -52,6 +52,8 @@ export interface CompressOptions {
 export const DEFAULT_BLOCK_SIZE: Readonly<Record<Algorithm, number>> = { gzip: 1 << 20, zstd: 8 << 20 };
 
 const WINDOW = 32 * 1024;
+/** Largest first block: zstd's 8 MiB blocks would hold back the first output bytes for a whole block. */
+const FIRST_BLOCK = 1 << 20;
 const LEVELS: Readonly<Record<Algorithm, [number, number]>> = { gzip: [0, 9], zstd: [1, 22] };
 
 /** Compresses `range` of `source` into `dest` (created or truncated). Rejects with a clear Error. */
@@ -177,11 +179,15 @@ async function compressBlocks(plan: BlockPlan, sink: OrderedSink): Promise<Compr
   let dictionary: Uint8Array<ArrayBuffer> | undefined;
   if (algorithm === "gzip") sink.push(Promise.resolve(gzipHeader(level)));
 
+  // The first block is small, so the first compressed bytes exist (and an upload can start) a few
+  // milliseconds in, whatever the block size; gzip's 1 MiB blocks are unchanged by this.
+  const first = Math.min(blockSize, FIRST_BLOCK);
+  const startOf = (index: number) => (index === 0 ? 0 : first + (index - 1) * blockSize);
   // An empty range still makes one (empty) block, so the stream is complete.
-  const blocks = Math.max(1, Math.ceil(inputSize / blockSize));
+  const blocks = inputSize <= first ? 1 : 1 + Math.ceil((inputSize - first) / blockSize);
   for (let index = 0; index < blocks && !sink.failed; index++) {
-    const start = index * blockSize;
-    const length = Math.min(blockSize, inputSize - start);
+    const start = startOf(index);
+    const length = Math.min(index === 0 ? first : blockSize, inputSize - start);
     const release = await pool.slots.acquire(ticket);
     let data: Uint8Array<ArrayBuffer>;
     try {

@@ -41,6 +41,8 @@ export interface UploadRecord {
   chunkSize: number;
   /** Bytes the registry confirmed. */
   offset: number;
+  /** Other names the same session is recorded under (a streamed layer's entry, its diff_id): dropped with it. */
+  also?: string[];
 }
 
 const RECORD_LIMIT = 8 * 1024 * 1024;
@@ -121,11 +123,16 @@ export class Records {
     if (!value || value.registry !== registry || value.repository !== repository || value.key !== key) return undefined;
     const { location, chunkSize, offset } = value;
     if (typeof location !== "string" || !isCount(chunkSize) || !isCount(offset)) return undefined;
-    return { registry, repository, key, location, chunkSize, offset };
+    const also = Array.isArray(value.also) ? value.also.filter((name): name is string => typeof name === "string").slice(0, 4) : [];
+    return { registry, repository, key, location, chunkSize, offset, ...(also.length ? { also } : {}) };
   }
 
+  /** Drops the session record, and its other names. */
   async dropUpload(registry: string, repository: string, key: string): Promise<void> {
-    await rm(join(this.folder("uploads"), uploadName({ registry, repository, key })), { force: true }).catch(() => undefined);
+    const also = (await this.upload(registry, repository, key))?.also ?? [];
+    for (const name of [key, ...also]) {
+      await rm(join(this.folder("uploads"), uploadName({ registry, repository, key: name })), { force: true }).catch(() => undefined);
+    }
   }
 
   // --- mounts -----------------------------------------------------------------------------------

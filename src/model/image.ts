@@ -85,11 +85,6 @@ export interface StreamEntryInfo {
   size: number;
   /** The digest the entry's name claims (`blobs/sha256/<hex>`), if any. */
   expectedDigest?: string;
-  /**
-   * Names the entry across runs (the engine's image id and the entry's name), so an upload a killed
-   * run left can be continued: the same save gives the same bytes.
-   */
-  key?: string;
 }
 
 /** What a streaming source hands the bytes of each entry to, in stream order. */

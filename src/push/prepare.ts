@@ -122,7 +122,6 @@ export async function compressLayer(
   bytes: BlobBytes,
   ctx: PrepareContext,
   stream?: ReadableStream<Uint8Array>,
-  streamKey?: string,
 ): Promise<Prepared & { content: Promise<string> }> {
   const { cache, compression } = ctx;
   const variant = variantOf(compression);
@@ -173,7 +172,7 @@ export async function compressLayer(
     compression: compression.algorithm,
     asStored: false,
     origin: "compressed",
-    ...(diffId !== undefined ? { key: `${diffId}/${variant}` } : streamKey !== undefined ? { key: `${streamKey}/${variant}` } : {}),
+    ...(diffId !== undefined ? { key: `${diffId}/${variant}` } : {}),
     verify: () => identity,
     content,
   };

@@ -26,7 +26,7 @@ import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/b
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
 import type { PushEvents } from "./events.ts";
-import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, type LayerCompression, type Prepared } from "./prepare.ts";
+import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, variantOf, type LayerCompression, type Prepared } from "./prepare.ts";
 
 export interface PushOptions {
   client: RegistryClient;
@@ -508,15 +508,18 @@ export class Pusher {
     const work = (async () => {
       // Wait for the first bytes before taking an upload slot: a layer still queued for compression holds none.
       await prepared.file.waitFor(1, signal);
+      // A blob still being compressed has no digest to HEAD or mount by. With --mount-from the user says
+      // the registry probably holds it already: learn the digest first rather than stream every byte.
+      const digest = prepared.expected ?? (this.options.mountFrom.length > 0 && !this.options.dryRun ? (await prepared.file.done).digest : undefined);
       return this.uploads(async () => {
         signal.throwIfAborted();
-        events.update(label, { phase: "checking", digest: prepared.expected });
-        const mountFrom = await this.mountSources(prepared.expected);
+        events.update(label, { phase: "checking", digest });
+        const mountFrom = await this.mountSources(digest);
         const outcome = await uploadBlob(client, repository, prepared.file, {
           label: `${label}${prepared.expected ? ` ${shortDigest(prepared.expected)}` : ""}`,
           log: this.options.log,
           chunkCap: this.options.chunkCap,
-          digest: prepared.expected,
+          digest,
           key: prepared.key,
           sessions: this.sessions(),
           mountFrom,
@@ -553,11 +556,50 @@ export class Pusher {
   private sessions(): SessionStore | undefined {
     const { records, registry, repository } = this.options;
     if (!records) return undefined;
+    // A streamed layer's session is also kept under its diff_id's name once compression told it, so a
+    // next run that builds the image from the cache record (no save) finds it too.
+    const names = (key: string) => [key, ...(this.sessionAliases.has(key) ? [this.sessionAliases.get(key)!] : [])];
     return {
       load: (key) => records.upload(registry, repository, key),
-      save: (key, state) => records.saveUpload({ registry, repository, key, ...state }),
-      drop: (key) => records.dropUpload(registry, repository, key),
+      save: (key, state) =>
+        this.serial(key, async () => {
+          // Names an earlier run gave the session are kept, so whichever finishes it drops them all.
+          const before = (await records.upload(registry, repository, key))?.also ?? [];
+          const all = [...new Set([...names(key), ...before])];
+          for (const name of names(key)) await records.saveUpload({ registry, repository, key: name, ...state, also: all.filter((n) => n !== name) });
+        }),
+      drop: (key) =>
+        this.serial(key, async () => {
+          for (const name of names(key)) await records.dropUpload(registry, repository, name);
+        }),
     };
+  }
+
+  /** Stream entry key -> the `<diff_id>/<variant>` key the same layer has when read from the cache. */
+  private readonly sessionAliases = new Map<string, string>();
+  /** Record writes of one session in call order (an alias copy must never follow the final drop). */
+  private readonly sessionQueue = new Map<string, Promise<unknown>>();
+
+  private serial(key: string, work: () => Promise<void>): Promise<void> {
+    const next = (this.sessionQueue.get(key) ?? Promise.resolve()).then(work, work);
+    this.sessionQueue.set(key, next.catch(() => undefined));
+    return next;
+  }
+
+  /**
+   * A streamed layer's diff_id became known: its session is kept under that name too, including what
+   * was recorded before (chunks confirmed while it was still being compressed).
+   */
+  private aliasSession(key: string, alias: string): void {
+    this.sessionAliases.set(key, alias);
+    const { records, registry, repository } = this.options;
+    if (!records) return;
+    void this.serial(key, async () => {
+      const recorded = await records.upload(registry, repository, key);
+      if (!recorded) return;
+      await records.saveUpload({ ...recorded, key: alias, also: [key] });
+      await records.saveUpload({ ...recorded, key, also: [alias] });
+    }).catch(() => undefined);
   }
 
   // --- the stream sink ---------------------------------------------------------------------------
@@ -589,8 +631,14 @@ export class Pusher {
     const ctx = this.prepareContext(label, true);
     const cancel = new AbortController();
     this.signal.addEventListener("abort", () => cancel.abort(this.signal.reason), { once: true });
+    // Names the upload for a killed run's next run: the entry, since its digest is known only at its end.
+    // (One name for every entry would hand each layer's session to the others.)
+    const variant = variantOf(this.options.compression);
+    const key = `stream:${entry.expectedDigest ?? entry.name}:${entry.size}/${compression === "none" && !json ? variant : "stored"}`;
     if (compression === "none" && !json) {
-      const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole, entry.key);
+      const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
+      prepared.key = key;
+      prepared.content.then((diffId) => this.aliasSession(key, `${diffId}/${variant}`), () => undefined);
       this.files.push(prepared.file);
       const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
@@ -616,7 +664,7 @@ export class Pusher {
     const facts = inspectLayer(file.stream(0, undefined, { signal: this.signal }), compression, this.signal);
     facts.catch(() => undefined);
     const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
-    const prepared = storedPrepared(pseudo, file, "stored", cache, ctx);
+    const prepared = { ...storedPrepared(pseudo, file, "stored", cache, ctx), key };
     const upload = this.upload(prepared, label, undefined, cancel);
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");

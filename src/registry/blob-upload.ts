@@ -71,7 +71,8 @@ const SERVERLESS_BLOB_LIMIT = 5 * 1024 ** 3;
 // The final PUT of a chunked upload waits while the server assembles the parts: give it time.
 const ASSEMBLY_MS_PER_GIB = 60_000;
 // A blob still being compressed that ends below this goes in one request rather than a PATCH and a PUT.
-const STREAM_START = 1024 * 1024;
+// Small: until it is reached the link waits (zstd's first 1 MiB block makes about 300 kB).
+const STREAM_START = 64 * 1024;
 
 export async function uploadBlob(client: RegistryClient, repository: string, file: BlobFile, options: UploadOptions): Promise<UploadOutcome> {
   return new BlobUpload(client, repository, file, options).run();

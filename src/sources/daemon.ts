@@ -157,7 +157,7 @@ export async function streamSave(options: DaemonOptions, inspected: Inspected, s
   const label = `${name} save of ${reference}`;
   let store: StreamStore;
   try {
-    store = await StreamStore.read(teed, label, sink, inspected.id);
+    store = await StreamStore.read(teed, label, sink);
     const code = await child.exited;
     if (code !== 0) throw new PushError(`${name} save ${reference} failed: ${(await stderr) || `exit code ${code}`}`);
     await new Promise<void>((resolve, reject) => copy.end((error?: Error | null) => (error ? reject(error) : resolve())));

@@ -74,9 +74,7 @@ async function openArchive(path: string, ctx: OpenContext): Promise<OpenedSource
   // A compressed tar cannot be read in place: it is read once, as a stream, like a running save.
   const file = Readable.toWeb(Readable.from(Bun.file(path).stream()).pipe(compression === "gzip" ? createGunzip() : createZstdDecompress())) as ReadableStream<Uint8Array>;
   const label = `archive ${path}`;
-  // The same file (path, size, time) streams the same entries: a killed run's uploads can be continued.
-  const key = `${path}:${info.size}:${info.mtimeMs}`;
-  const store = await StreamStore.read(file, label, ctx.sink, key).catch((error: Error) => {
+  const store = await StreamStore.read(file, label, ctx.sink).catch((error: Error) => {
     if (/incorrect header|invalid|unexpected end|unknown compression|corrupt/i.test(error.message) && !(error instanceof PushError)) {
       throw new PushError(`${label} is not a valid ${compression} file: ${error.message}`);
     }

@@ -30,15 +30,11 @@ export class StreamStore implements ArchiveStore {
   private readonly entries = new Map<string, Kept>();
   private held = 0;
 
-  private constructor(
-    readonly label: string,
-    private readonly key?: string,
-  ) {}
+  private constructor(readonly label: string) {}
 
   /** Reads the whole stream, handing what it cannot keep to `sink`. */
-  /** Reads the whole stream, handing what it cannot keep to `sink`; `key` names the stream across runs. */
-  static async read(input: ReadableStream<Uint8Array>, label: string, sink: StreamSink, key?: string): Promise<StreamStore> {
-    const store = new StreamStore(label, key);
+  static async read(input: ReadableStream<Uint8Array>, label: string, sink: StreamSink): Promise<StreamStore> {
+    const store = new StreamStore(label);
     await walkTarStream(input, label, (entry, body) => store.accept(entry, body, sink));
     return store;
   }
@@ -98,7 +94,7 @@ export class StreamStore implements ArchiveStore {
       { highWaterMark: 0 },
     );
     const expectedDigest = digestFromName(entry.name);
-    const info = { name: entry.name, size: entry.size, ...(expectedDigest ? { expectedDigest } : {}), ...(this.key ? { key: `${this.key}/${entry.name}` } : {}) };
+    const info = { name: entry.name, size: entry.size, ...(expectedDigest ? { expectedDigest } : {}) };
     const taken = await sink.take(info, rest);
     this.entries.set(entry.name, { type: "File", size: entry.size, taken });
   }

@@ -37,7 +37,12 @@ export interface RecordedRequest {
   /** Lower-cased header names. */
   headers: Record<string, string>;
   bodyBytes: number;
+  /** What was answered; 0 when the client went away before its body was complete (nothing was answered). */
   status: number;
+  /** Wall-clock ms (Date.now()) when the request line and headers arrived, before its body was read. */
+  startedAt: number;
+  /** Wall-clock ms when the answer was made (or the body broke off). */
+  endedAt: number;
 }
 
 export interface Emulator {
@@ -45,8 +50,18 @@ export interface Emulator {
   url: string;
   /** "127.0.0.1:<port>" */
   host: string;
-  /** Every request, in order, with the status answered. */
+  /**
+   * Every request, in the order they ended, with the status answered. A request whose body broke off
+   * (the client was killed mid-PATCH) is recorded too, with status 0 and the body bytes that arrived.
+   */
   requests: RecordedRequest[];
+  /**
+   * Resolves with the first recorded request (already recorded, or recorded later) for which `match`
+   * holds; rejects after `timeoutMs` (default 60 s). Lets a test act on an event instead of sleeping.
+   */
+  waitForRequest(match: (request: RecordedRequest, index: number, all: RecordedRequest[]) => boolean, timeoutMs?: number): Promise<RecordedRequest>;
+  /** Like waitForRequest(), but called when a request's headers arrive, before its body is read. */
+  waitForArrival(match: (request: { method: string; path: string; query: string; startedAt: number }) => boolean, timeoutMs?: number): Promise<void>;
   /** One human-readable line per rule a client broke, prefixed with the request line. */
   violations: string[];
   /** Committed blobs by digest ("sha256:<hex>"). */
@@ -128,6 +143,8 @@ export async function startServerlessEmulator(opts: EmulatorOptions = {}): Promi
     url: `http://${host}`,
     host,
     requests: registry.requests,
+    waitForRequest: (match, timeoutMs = 60_000) => registry.waitFor("end", match, timeoutMs),
+    waitForArrival: (match, timeoutMs = 60_000) => registry.waitFor("start", match, timeoutMs).then(() => undefined),
     violations: registry.violations,
     blobs: registry.blobs,
     manifests: registry.manifests,
@@ -143,6 +160,7 @@ class ServerlessRegistry {
   /** Keyed by "<name>@<digest>": blobs live per repository on the real server, not globally. */
   private readonly repoBlobs = new Map<string, RepoBlob>();
   private readonly sessions = new Map<string, UploadSession>();
+  private readonly listeners = new Set<{ on: "start" | "end"; check: (request: RecordedRequest) => boolean }>();
 
   private readonly routes: Route[] = [
     { methods: ["GET"], pattern: /^\/v2\/$/, handler: () => empty(200) },
@@ -171,9 +189,52 @@ class ServerlessRegistry {
 
   constructor(private readonly settings: Settings) {}
 
+  /** Resolves on the first request (past or future, for "end") matching `match`. */
+  waitFor(on: "start" | "end", match: (request: RecordedRequest, index: number, all: RecordedRequest[]) => boolean, timeoutMs: number): Promise<RecordedRequest> {
+    if (on === "end") {
+      const found = this.requests.find(match);
+      if (found) return Promise.resolve(found);
+    }
+    return new Promise((resolve, reject) => {
+      const listener = {
+        on,
+        check: (request: RecordedRequest) => {
+          if (!match(request, this.requests.length, this.requests)) return false;
+          clearTimeout(timer);
+          this.listeners.delete(listener);
+          resolve(request);
+          return true;
+        },
+      };
+      const timer = setTimeout(() => {
+        this.listeners.delete(listener);
+        reject(new Error(`the emulator saw no matching request (${on}) within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.listeners.add(listener);
+    });
+  }
+
+  private notify(on: "start" | "end", request: RecordedRequest): void {
+    for (const listener of [...this.listeners]) if (listener.on === on) listener.check(request);
+  }
+
   async handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
-    const { bytes, length } = await readBody(req, this.settings.edgeLimit);
+    const startedAt = Date.now();
+    const base = { method: req.method, path: url.pathname, query: url.search.replace(/^\?/, ""), headers: Object.fromEntries(req.headers.entries()) };
+    this.notify("start", { ...base, bodyBytes: 0, status: 0, startedAt, endedAt: 0 });
+    const counted = { length: 0 };
+    let body: { bytes: Uint8Array | null; length: number };
+    try {
+      body = await readBody(req, this.settings.edgeLimit, counted);
+    } catch (error) {
+      // The client went away mid-body: nothing is stored, but what arrived is counted.
+      const broken = { ...base, bodyBytes: counted.length, status: 0, startedAt, endedAt: Date.now() };
+      this.requests.push(broken);
+      this.notify("end", broken);
+      throw error;
+    }
+    const { bytes, length } = body;
     const ctx: RequestContext = {
       method: req.method,
       url,
@@ -182,14 +243,9 @@ class ServerlessRegistry {
       violate: (message) => this.violations.push(`${req.method} ${url.pathname}${url.search}: ${message}`),
     };
     const response = bytes === null ? edgeTooLarge(ctx, length, this.settings.edgeLimit) : this.dispatch(ctx);
-    this.requests.push({
-      method: req.method,
-      path: url.pathname,
-      query: url.search.replace(/^\?/, ""),
-      headers: Object.fromEntries(req.headers.entries()),
-      bodyBytes: length,
-      status: response.status,
-    });
+    const recorded = { ...base, bodyBytes: length, status: response.status, startedAt, endedAt: Date.now() };
+    this.requests.push(recorded);
+    this.notify("end", recorded);
     return response;
   }
 
@@ -582,7 +638,7 @@ function manifestKey(name: string, ref: string): string {
  * Reads the whole body, keeping it only while it fits the edge limit (a larger one is just counted),
  * so a streamed body with no Content-Length meets the same limit as a declared one.
  */
-async function readBody(req: Request, limit: number): Promise<{ bytes: Uint8Array | null; length: number }> {
+async function readBody(req: Request, limit: number, counted: { length: number }): Promise<{ bytes: Uint8Array | null; length: number }> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   const chunks: Uint8Array[] = [];
   let length = 0;
@@ -590,6 +646,7 @@ async function readBody(req: Request, limit: number): Promise<{ bytes: Uint8Arra
     const reader = req.body.getReader();
     for (let r = await reader.read(); !r.done; r = await reader.read()) {
       length += r.value.byteLength;
+      counted.length = length;
       if (length <= limit) chunks.push(r.value);
     }
   }

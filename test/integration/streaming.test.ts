@@ -1,0 +1,89 @@
+/**
+ * Streaming through compression into the upload, seen from the registry's side (the serverless-registry
+ * emulation, which logs when each request's headers arrived): the first PATCH of a layer leaves while the
+ * compressor is still writing that layer (its cache file's last write comes later), every chunk keeps
+ * serverless-registry's rules, and the image pulls back intact. For an archive read in place, a
+ * `.tar.gz` read once as a stream, and (in daemon-push.test.ts) a running `docker save`.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { runCli } from "../support/cli.ts";
+import { deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { compressArchive } from "../support/multiplatform.ts";
+import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
+import { pullAndVerify } from "../support/skopeo.ts";
+import { expectStreamed } from "../support/upload-log.ts";
+
+const MiB = 1024 * 1024;
+const CHUNK = 6 * MiB;
+const EMU = { username: "user", password: "secret" };
+const SLOW = 180_000;
+
+let work: string;
+let image: WrittenArchive;
+let emulator: Emulator | undefined;
+
+
+/** Folders of single tests, removed after the file even when a test failed half-way. */
+const temps: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await makeTempDir(prefix);
+  temps.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  work = await makeTempDir("streaming-");
+  // Half noise, half text: about 40 MiB of gzip from 80 MiB, so compression takes a while and the
+  // layer goes in about seven 6 MiB chunks.
+  const layers = [makeLayerTar({ "data/big.bin": deterministicBytes(80 * MiB) }), makeLayerTar({ "etc/motd": "streamed\n" })];
+  image = await writeClassicDockerArchive(join(work, "image.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "stream/app:1" });
+}, SLOW);
+
+afterEach(async () => {
+  await emulator?.stop();
+  emulator = undefined;
+});
+
+afterAll(async () => {
+  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+/** Pushes `archive` from a fresh folder (empty cache) into a fresh emulation. */
+async function pushArchive(archive: string) {
+  emulator = await startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK });
+  const cwd = await tempDir("streaming-push-");
+  const ref = `${emulator.host}/stream/app:1`;
+  const result = await runCli(["--archive", archive, ref], {
+    cwd,
+    stdin: `${EMU.password}\n`,
+    env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
+  });
+  return { result, cwd, ref, emulator };
+}
+
+describe("streaming into the serverless-registry emulation", () => {
+  test("an archive read in place: the big layer's first chunk leaves while it is still being compressed", async () => {
+    const { result, cwd, ref, emulator: registry } = await pushArchive(image.path);
+    expect(result.code).toBe(0);
+    await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
+    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+    expect(pulled.configDigest).toBe(image.configDigest);
+    expect(pulled.diffIds).toEqual(image.diffIds);
+    expect(await readdir(join(cwd, ".cache", "uploads")).catch(() => [])).toEqual([]);
+    await rm(cwd, { recursive: true, force: true });
+  }, SLOW);
+
+  test("a .tar.gz read once as a stream: the same, although the archive is decompressed as it is read", async () => {
+    const gz = await compressArchive(image.path, "gzip", join(work, "image.tar.gz"));
+    const { result, cwd, ref, emulator: registry } = await pushArchive(gz);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain("read as a stream");
+    await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
+    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+    expect(pulled.configDigest).toBe(image.configDigest);
+    expect(pulled.diffIds).toEqual(image.diffIds);
+    await rm(cwd, { recursive: true, force: true });
+  }, SLOW);
+});
