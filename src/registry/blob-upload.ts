@@ -135,6 +135,11 @@ class BlobUpload {
     if (!this.location && !(await this.resumeRecorded())) await this.open();
     try {
       await this.transfer();
+      if (this.foundLate) {
+        // The digest became known before any byte left, and the registry already holds the blob.
+        await this.abandon(undefined);
+        return this.outcome("exists", { chunks: 0 });
+      }
       await this.complete();
       await this.forget();
       return this.outcome("pushed");
@@ -220,7 +225,9 @@ class BlobUpload {
     this.adopt(status);
     const ceiling = ceilingOf(this.limits);
     const fits = (ceiling === undefined || record.chunkSize <= ceiling) && (this.limits.min === undefined || record.chunkSize >= this.limits.min);
-    if (!fits || offset % record.chunkSize !== 0) {
+    // A run killed after its last PATCH left a session that only needs its final PUT.
+    const whole = this.file.identity !== undefined && offset === this.file.identity.size;
+    if (!fits || (offset % record.chunkSize !== 0 && !whole)) {
       this.options.log.info(`${this.label}: the interrupted upload cannot be continued with today's chunk limits; starting it again`);
       await this.abandon(undefined);
       await sessions.drop(key);
@@ -247,6 +254,17 @@ class BlobUpload {
 
   // --- transfer --------------------------------------------------------------------------------
 
+  /** Set when a blob whose digest was unknown at the start turned out to be in the registry already. */
+  private foundLate = false;
+
+  /** A blob that finished (compressing, downloading) before any byte left is HEADed like any other. */
+  private async presentNow(): Promise<boolean> {
+    const final = this.file.identity;
+    if (!final || this.options.digest !== undefined || this.resumedAt !== undefined) return false;
+    this.foundLate = await this.exists(final.digest);
+    return this.foundLate;
+  }
+
   private async transfer(): Promise<void> {
     const ceiling = ceilingOf(this.limits);
     const serverless = this.limits.max !== undefined;
@@ -264,6 +282,7 @@ class BlobUpload {
       await this.file.waitFor(STREAM_START, this.client.signal);
       const final = this.file.identity;
       if (final) {
+        if (await this.presentNow()) return;
         this.options.onStart?.(undefined, final.size);
         return this.monolithic(final.size);
       }
@@ -273,6 +292,7 @@ class BlobUpload {
     const chunkSize = this.chunkSizeFor(ceiling);
     await this.file.waitFor(chunkSize + 2, this.client.signal);
     const final = this.file.identity;
+    if (final && (await this.presentNow())) return;
     if (final) warnBig(final.size);
     if (final && final.size <= ceiling) {
       this.options.onStart?.(undefined, final.size);
@@ -547,6 +567,13 @@ class BlobUpload {
       }
       // serverless-registry answers 500 to a repeated PUT once it completed the first: ask before retrying.
       if (await this.exists(digest)) return;
+      if (this.resumedAt !== undefined) {
+        // A resumed session that does not complete to this blob (serverless-registry answers 500, not
+        // 400, to a digest that does not match its parts): start clean once, in a new session.
+        await this.restart(`the resumed upload does not complete to this blob (${reason})`);
+        this.resumedAt = undefined;
+        return this.completeAfterRestart(size);
+      }
       await this.pause(what, reason, wait, "");
     }
   }
@@ -572,9 +599,10 @@ class BlobUpload {
   }
 
   private async dryRun(): Promise<UploadOutcome> {
+    const { digest, size } = await this.file.done;
+    if (this.options.digest === undefined && (await this.exists(digest))) return this.outcome("exists", { chunks: 0 });
     await this.open();
     await this.abandon(undefined);
-    const { size } = await this.file.done;
     const ceiling = ceilingOf(this.limits);
     const plan = ceiling === undefined ? undefined : this.plan(size);
     this.chunkCount = plan?.kind === "chunked" ? plan.chunks.length : 1;
@@ -600,6 +628,9 @@ class BlobUpload {
 
   /** A request that got no answer may be retried; anything else (an abort, a bug) goes up as it is. */
   private recoverable(error: unknown): string {
+    // The body's own producer failed (a compressor whose input was not the layer, a cut download):
+    // no retry can help, and its error is the one to report.
+    if (this.file.failed) throw this.file.failed;
     if (error instanceof NetworkError) return error.reason;
     throw error;
   }
