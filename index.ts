@@ -90,7 +90,16 @@ async function main(argv: string[]): Promise<number> {
         abort: attempt,
       });
       const variant = variantOf({ algorithm: options.compression, level: options.compressionLevel });
-      const source = await openSource(spec, { sink: pusher.sink, cache, records, variant, image: options.image, noRecord: repair, log, signal: attempt.signal });
+      const source = await openSource(spec, {
+        sink: pusher.sink,
+        cache,
+        records,
+        variant,
+        image: options.image,
+        noRecord: repair,
+        log,
+        signal: attempt.signal,
+      });
       pusher.describeSource(source.description);
       log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target} from ${source.description}`);
       pushed = { result: await pusher.push(source.root), source };
@@ -108,7 +117,9 @@ async function main(argv: string[]): Promise<number> {
 
   const { result, source } = pushed;
   if (options.rmArchive && source.archive && !options.dryRun) {
-    await Bun.file(source.archive).delete().catch(() => undefined);
+    await Bun.file(source.archive)
+      .delete()
+      .catch(() => undefined);
     log.info(`Removed ${source.archive}`);
   }
   const report = { reference, tags: [reference.tag, ...options.extraTags], result, dryRun: options.dryRun, source: source.description };
@@ -119,7 +130,15 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** One registry, one scheme, one set of credentials; a fresh client per attempt so a repair starts clean. */
-function clientFor(options: Options, host: string, repository: string, credentials: Credentials | undefined, signal: AbortSignal, log: Logger, source?: { scope: string[]; loginHint: string }): RegistryClient {
+function clientFor(
+  options: Options,
+  host: string,
+  repository: string,
+  credentials: Credentials | undefined,
+  signal: AbortSignal,
+  log: Logger,
+  source?: { scope: string[]; loginHint: string },
+): RegistryClient {
   return new RegistryClient({
     host,
     insecure: options.insecure,
@@ -143,7 +162,10 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
     // credentials in clear. A registry on this machine follows --insecure, as Docker treats 127.0.0.0/8.
     const insecure = options.fromInsecure || (options.insecure && isLoopback(from.host));
     const loginHint = `log in to it with docker login ${from.host}: a source registry's credentials come from the Docker config (${process.env.DOCKER_CONFIG ? "DOCKER_CONFIG" : "~/.docker/config.json"}), never from USERNAME_REGISTRY`;
-    const client = clientFor({ ...options, insecure }, from.host, from.repository, credentials, signal, log, { scope: [`repository:${from.repository}:pull`], loginHint });
+    const client = clientFor({ ...options, insecure }, from.host, from.repository, credentials, signal, log, {
+      scope: [`repository:${from.repository}:pull`],
+      loginHint,
+    });
     return { kind: "remote", reference: from, client };
   }
   return { kind: "daemon", engine: options.engine, reference: target, folder: process.cwd() };

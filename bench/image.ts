@@ -230,7 +230,10 @@ export async function ensureSingleLayerImage(workDir: string, name: string, size
   });
   const configName = `${new Bun.CryptoHasher("sha256").update(config).digest("hex")}.json`;
   const manifest = JSON.stringify([{ Config: configName, RepoTags: [`bench/${name}:1`], Layers: ["big/layer.tar"] }]);
-  for (const [file, text] of [[configName, config], ["manifest.json", manifest]] as const) {
+  for (const [file, text] of [
+    [configName, config],
+    ["manifest.json", manifest],
+  ] as const) {
     const bytes = new TextEncoder().encode(text);
     out.write(tarHeader(file, bytes.length));
     out.write(bytes);

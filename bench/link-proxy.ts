@@ -63,7 +63,9 @@ export async function startLinkProxy(options: LinkProxyOptions): Promise<LinkPro
     const second = Math.floor(at / 1000);
     while (seconds.length <= second) seconds.push(0);
     seconds[second] = (seconds[second] ?? 0) + n;
-    waiters = waiters.filter((w) => (bytes >= w.n ? (w.resolve(), false) : true));
+    const ready = waiters.filter((w) => bytes >= w.n);
+    waiters = waiters.filter((w) => bytes < w.n);
+    for (const w of ready) w.resolve();
   }
 
   const sockets = new Set<import("node:net").Socket>();

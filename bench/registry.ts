@@ -68,7 +68,10 @@ async function waitForRegistry(url: string, child: Subprocess): Promise<void> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode} before answering`);
-    const ok = await fetch(url).then((response) => response.ok, () => false);
+    const ok = await fetch(url).then(
+      (response) => response.ok,
+      () => false,
+    );
     if (ok) return;
     await Bun.sleep(100);
   }
@@ -90,10 +93,7 @@ function freePort(): Promise<number> {
 
 /** Sum of the layer sizes in the manifest the registry holds for `repository:tag`. */
 export async function pushedLayerBytes(host: string, repository: string, tag: string): Promise<number> {
-  const accept = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-  ].join(", ");
+  const accept = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"].join(", ");
   const response = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, { headers: { Accept: accept } });
   if (!response.ok) throw new Error(`GET manifest ${repository}:${tag} from ${host}: HTTP ${response.status}`);
   const manifest = (await response.json()) as { layers?: { size: number }[] };

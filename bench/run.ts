@@ -122,14 +122,41 @@ async function throttled(image: BenchImage, dockerd: Dockerd): Promise<Row[]> {
   const link = { rate: LINK_RATE, answerDelayMs: ANSWER_DELAY_MS };
   const group = "a. 25 MB/s uplink, 20 ms per answer";
   const rows: Row[] = [];
-  rows.push(await withLink(link, (proxy) => counted(proxy, { id: "a-skopeo", group, tool: "skopeo copy (docker-archive)" }, () => skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/app:1`), LINK_RATE)));
-  rows.push(await withLink(link, (proxy) => counted(proxy, { id: "a-docker", group, tool: "docker push", peer: "a-skopeo" }, () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`), LINK_RATE)));
+  rows.push(
+    await withLink(link, (proxy) =>
+      counted(
+        proxy,
+        { id: "a-skopeo", group, tool: "skopeo copy (docker-archive)" },
+        () => skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/app:1`),
+        LINK_RATE,
+      ),
+    ),
+  );
+  rows.push(
+    await withLink(link, (proxy) =>
+      counted(
+        proxy,
+        { id: "a-docker", group, tool: "docker push", peer: "a-skopeo" },
+        () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`),
+        LINK_RATE,
+      ),
+    ),
+  );
   for (const [id, tool, flags] of [
     ["a-gzip", "ours --archive, gzip default (level 2)", []],
     ["a-zstd", "ours --archive, --compression zstd", ["--compression", "zstd"]],
   ] as const) {
     const folder = await emptyFolder(id);
-    rows.push(await withLink(link, (proxy) => counted(proxy, { id, group, tool, peer: "a-skopeo" }, () => ours([...flags, "--archive", image.archive, `${proxy.host}/bench/app:1`], folder), LINK_RATE)));
+    rows.push(
+      await withLink(link, (proxy) =>
+        counted(
+          proxy,
+          { id, group, tool, peer: "a-skopeo" },
+          () => ours([...flags, "--archive", image.archive, `${proxy.host}/bench/app:1`], folder),
+          LINK_RATE,
+        ),
+      ),
+    );
   }
   return rows;
 }
@@ -155,32 +182,88 @@ async function fromDaemon(image: BenchImage, dockerd: Dockerd): Promise<Row[]> {
 
   // docker push: cold to a fresh registry, re-push, second repository (it mounts).
   await withLink({}, async (proxy) => {
-    rows.push(await counted(proxy, { id: "b-docker", group: "b. from the daemon, cold", tool: "docker push" }, () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`)));
-    rows.push(await counted(proxy, { id: "d-docker", group: "d. re-push, everything present", tool: "docker push" }, () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`)));
-    rows.push(await counted(proxy, { id: "e-docker", group: "e. second repository, same registry", tool: "docker push" }, () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/second:1`)));
+    rows.push(
+      await counted(proxy, { id: "b-docker", group: "b. from the daemon, cold", tool: "docker push" }, () =>
+        dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`),
+      ),
+    );
+    rows.push(
+      await counted(proxy, { id: "d-docker", group: "d. re-push, everything present", tool: "docker push" }, () =>
+        dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`),
+      ),
+    );
+    rows.push(
+      await counted(proxy, { id: "e-docker", group: "e. second repository, same registry", tool: "docker push" }, () =>
+        dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/second:1`),
+      ),
+    );
   });
   // docker push of the same image to another fresh registry: what "warm" costs it.
   await withLink({}, async (proxy) => {
-    rows.push(await counted(proxy, { id: "c-docker", group: "c. warm (layers known), fresh registry", tool: "docker push" }, () => dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`)));
+    rows.push(
+      await counted(proxy, { id: "c-docker", group: "c. warm (layers known), fresh registry", tool: "docker push" }, () =>
+        dockerPush(dockerd, "bench/app:1", `${proxy.host}/bench/docker:1`),
+      ),
+    );
   });
   // ours: cold (empty cache; --rm-archive so no <id>.tar stays behind), then warm to a fresh registry.
   await withLink({}, async (proxy) => {
     const mark = dockerd.apiCalls().length;
-    rows.push(await noted(counted(proxy, { id: "b-ours", group: "b. from the daemon, cold", tool: "ours (docker save streamed, empty cache)", peer: "b-docker" }, oursFromDaemon(proxy, "bench/app", ["--rm-archive"])), mark));
+    rows.push(
+      await noted(
+        counted(
+          proxy,
+          { id: "b-ours", group: "b. from the daemon, cold", tool: "ours (docker save streamed, empty cache)", peer: "b-docker" },
+          oursFromDaemon(proxy, "bench/app", ["--rm-archive"]),
+        ),
+        mark,
+      ),
+    );
   });
   await withLink({}, async (proxy) => {
     let mark = dockerd.apiCalls().length;
-    rows.push(await noted(counted(proxy, { id: "c-ours", group: "c. warm (layers known), fresh registry", tool: "ours (layers in .cache)", peer: "c-docker" }, oursFromDaemon(proxy, "bench/app")), mark));
+    rows.push(
+      await noted(
+        counted(
+          proxy,
+          { id: "c-ours", group: "c. warm (layers known), fresh registry", tool: "ours (layers in .cache)", peer: "c-docker" },
+          oursFromDaemon(proxy, "bench/app"),
+        ),
+        mark,
+      ),
+    );
     mark = dockerd.apiCalls().length;
-    rows.push(await noted(counted(proxy, { id: "d-ours", group: "d. re-push, everything present", tool: "ours", peer: "d-docker" }, oursFromDaemon(proxy, "bench/app")), mark));
+    rows.push(
+      await noted(
+        counted(proxy, { id: "d-ours", group: "d. re-push, everything present", tool: "ours", peer: "d-docker" }, oursFromDaemon(proxy, "bench/app")),
+        mark,
+      ),
+    );
     mark = dockerd.apiCalls().length;
-    rows.push(await noted(counted(proxy, { id: "e-ours", group: "e. second repository, same registry", tool: "ours", peer: "e-docker" }, oursFromDaemon(proxy, "bench/second")), mark));
+    rows.push(
+      await noted(
+        counted(proxy, { id: "e-ours", group: "e. second repository, same registry", tool: "ours", peer: "e-docker" }, oursFromDaemon(proxy, "bench/second")),
+        mark,
+      ),
+    );
   });
   // skopeo from the archive: first push, re-push, second repository.
   await withLink({}, async (proxy) => {
-    rows.push(await counted(proxy, { id: "b-skopeo", group: "b. from the daemon, cold", tool: "skopeo copy (from the docker-archive, for scale)" }, () => skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo:1`)));
-    rows.push(await counted(proxy, { id: "d-skopeo", group: "d. re-push, everything present", tool: "skopeo copy" }, () => skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo:1`)));
-    rows.push(await counted(proxy, { id: "e-skopeo", group: "e. second repository, same registry", tool: "skopeo copy" }, () => skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo-second:1`)));
+    rows.push(
+      await counted(proxy, { id: "b-skopeo", group: "b. from the daemon, cold", tool: "skopeo copy (from the docker-archive, for scale)" }, () =>
+        skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo:1`),
+      ),
+    );
+    rows.push(
+      await counted(proxy, { id: "d-skopeo", group: "d. re-push, everything present", tool: "skopeo copy" }, () =>
+        skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo:1`),
+      ),
+    );
+    rows.push(
+      await counted(proxy, { id: "e-skopeo", group: "e. second repository, same registry", tool: "skopeo copy" }, () =>
+        skopeo(`docker-archive:${image.archive}`, `${proxy.host}/bench/skopeo-second:1`),
+      ),
+    );
   });
   return rows;
 }
@@ -194,7 +277,15 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
   const rows: Row[] = [];
   const oursArgs = (ref: string, extra: string[] = []) => [process.execPath, "run", INDEX, ...extra, "--archive", single.archive, ref];
   const env = { ...process.env, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: STATE };
-  const skopeoArgs = (ref: string) => ["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", `docker-archive:${single.archive}`, `docker://${ref}`];
+  const skopeoArgs = (ref: string) => [
+    "skopeo",
+    "--insecure-policy",
+    "copy",
+    "--quiet",
+    "--dest-tls-verify=false",
+    `docker-archive:${single.archive}`,
+    `docker://${ref}`,
+  ];
 
   // What a whole push sends, per tool.
   const clean = async (cmd: (ref: string) => string[], cwd: string) =>
@@ -207,7 +298,14 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
   const skopeoWhole = await clean(skopeoArgs, WORK_DIR);
 
   /** Spawns `cmd`, SIGKILLs it once 90% of `whole` went through, then measures `again`. */
-  const killThenRun = async (proxy: LinkProxy, cmd: string[], cwd: string, whole: number, again: () => Promise<Measurement>, row: Omit<Row, "m">): Promise<Row> => {
+  const killThenRun = async (
+    proxy: LinkProxy,
+    cmd: string[],
+    cwd: string,
+    whole: number,
+    again: () => Promise<Measurement>,
+    row: Omit<Row, "m">,
+  ): Promise<Row> => {
     proxy.mark();
     const child = Bun.spawn(cmd, { cwd, env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     const done = child.exited;
@@ -218,7 +316,15 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
     proxy.mark();
     const m = await again();
     const total = firstRun + proxy.bytes;
-    const note = m.exitCode !== 0 ? `FAILED (exit ${m.exitCode}): ${lastLine(m.stderr)}` : /resuming the interrupted upload at byte (\d+)/.exec(m.stderr)?.[0] ?? (/no longer has the interrupted upload/.test(m.stderr) ? "registry lost the session: started again" : /cannot be continued/.test(m.stderr) ? "the registry's offset was not a chunk boundary: started again" : "started again");
+    const note =
+      m.exitCode !== 0
+        ? `FAILED (exit ${m.exitCode}): ${lastLine(m.stderr)}`
+        : (/resuming the interrupted upload at byte (\d+)/.exec(m.stderr)?.[0] ??
+          (/no longer has the interrupted upload/.test(m.stderr)
+            ? "registry lost the session: started again"
+            : /cannot be continued/.test(m.stderr)
+              ? "the registry's offset was not a chunk boundary: started again"
+              : "started again"));
     return { ...row, m, sent: proxy.bytes, resent: total - whole, note: `${note}; killed after ${formatMB(firstRun)} MB of ${formatMB(whole)} MB` };
   };
 
@@ -228,7 +334,13 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
   try {
     const folder = await emptyFolder("f-serverless");
     const ref = `${proxy.host}/bench/kill:1`;
-    rows.push(await killThenRun(proxy, oursArgs(ref), folder, oursWhole, () => ours(["--archive", single.archive, ref], folder), { id: "f-ours-serverless", group, tool: `ours -> serverless emulation (${SERVERLESS_CHUNK / 1e6} MB chunks)` }));
+    rows.push(
+      await killThenRun(proxy, oursArgs(ref), folder, oursWhole, () => ours(["--archive", single.archive, ref], folder), {
+        id: "f-ours-serverless",
+        group,
+        tool: `ours -> serverless emulation (${SERVERLESS_CHUNK / 1e6} MB chunks)`,
+      }),
+    );
   } finally {
     await proxy.stop();
     await emulator.stop();
@@ -239,15 +351,27 @@ async function killAndResume(single: SingleLayerImage): Promise<Row[]> {
     ["f-ours-registry-chunked", `ours -> docker-registry, --chunk-size ${SERVERLESS_CHUNK / 1e6}MB`, ["--chunk-size", `${SERVERLESS_CHUNK / 1e6}MB`]],
   ] as const) {
     const folder = await emptyFolder(id);
-    rows.push(await withLink({}, (p) => {
-      const ref = `${p.host}/bench/kill:1`;
-      return killThenRun(p, oursArgs(ref, [...flags]), folder, oursWhole, () => ours([...flags, "--archive", single.archive, ref], folder), { id, group, tool });
-    }));
+    rows.push(
+      await withLink({}, (p) => {
+        const ref = `${p.host}/bench/kill:1`;
+        return killThenRun(p, oursArgs(ref, [...flags]), folder, oursWhole, () => ours([...flags, "--archive", single.archive, ref], folder), {
+          id,
+          group,
+          tool,
+        });
+      }),
+    );
   }
-  rows.push(await withLink({}, (p) => {
-    const ref = `${p.host}/bench/kill:1`;
-    return killThenRun(p, skopeoArgs(ref), WORK_DIR, skopeoWhole, () => measure(skopeoArgs(ref)), { id: "f-skopeo", group, tool: "skopeo copy -> docker-registry" });
-  }));
+  rows.push(
+    await withLink({}, (p) => {
+      const ref = `${p.host}/bench/kill:1`;
+      return killThenRun(p, skopeoArgs(ref), WORK_DIR, skopeoWhole, () => measure(skopeoArgs(ref)), {
+        id: "f-skopeo",
+        group,
+        tool: "skopeo copy -> docker-registry",
+      });
+    }),
+  );
   return rows;
 }
 
@@ -256,7 +380,11 @@ async function bigLayer(single: SingleLayerImage): Promise<Row[]> {
   const group = `g. one ${formatMB(BIG_LAYER)} MB layer, streamed (.tar.zst)`;
   const folder = await emptyFolder("g");
   return [
-    await withLink({}, (proxy) => counted(proxy, { id: "g-ours", group, tool: "ours --archive <.tar.zst>" }, () => ours(["--archive", single.zstdArchive!, `${proxy.host}/bench/big:1`], folder))),
+    await withLink({}, (proxy) =>
+      counted(proxy, { id: "g-ours", group, tool: "ours --archive <.tar.zst>" }, () =>
+        ours(["--archive", single.zstdArchive!, `${proxy.host}/bench/big:1`], folder),
+      ),
+    ),
   ];
 }
 
@@ -317,7 +445,9 @@ async function machineFacts(image: BenchImage): Promise<string> {
     `- machine: ${availableParallelism()} cores (nproc), ${model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM`,
     `- bun ${Bun.version}; ${await version(["skopeo", "--version"])}; docker-registry ${await version(["docker-registry", "--version"])}; ${await version([DOCKER_CLI, "--version"])}`,
     `- image: ${formatMB(image.archiveBytes)} MB docker-archive (layers MB: ${layers})${SMALL ? " — BENCH_SMALL=1: sizes / 10" : ""}`,
-    `- load average before: ${loadavg().map((n) => n.toFixed(2)).join(" ")} (other work on the machine skews the figures)`,
+    `- load average before: ${loadavg()
+      .map((n) => n.toFixed(2))
+      .join(" ")} (other work on the machine skews the figures)`,
   ].join("\n");
 }
 
@@ -361,7 +491,10 @@ async function main(argv: string[]): Promise<number> {
     for (let i = 0; i < runs; i++) {
       const rows: Row[] = [];
       const record = (more: Row[]) => {
-        for (const row of more) process.stderr.write(`bench: ${row.group} / ${row.tool}: ${row.m ? `${row.m.wallSeconds.toFixed(2)} s` : ""} ${row.sent !== undefined ? `${formatMB(row.sent)} MB` : ""} ${row.note ?? ""}\n`);
+        for (const row of more)
+          process.stderr.write(
+            `bench: ${row.group} / ${row.tool}: ${row.m ? `${row.m.wallSeconds.toFixed(2)} s` : ""} ${row.sent !== undefined ? `${formatMB(row.sent)} MB` : ""} ${row.note ?? ""}\n`,
+          );
         rows.push(...more);
       };
       record(await throttled(image, dockerd));
@@ -381,7 +514,9 @@ async function main(argv: string[]): Promise<number> {
     `## Push benchmark (${new Date().toISOString()})`,
     "",
     facts,
-    `- load average after: ${loadavg().map((n) => n.toFixed(2)).join(" ")}`,
+    `- load average after: ${loadavg()
+      .map((n) => n.toFixed(2))
+      .join(" ")}`,
     `- command: \`${SMALL ? "BENCH_SMALL=1 " : ""}bun run bench${runs > 1 ? ` --runs ${runs}` : ""}\`; registries: Debian docker-registry on 127.0.0.1, fresh per case, behind bench/link-proxy.ts (which counts bytes; in case a it also limits them)`,
     "",
     table(summary, (id) => names.get(id ?? "") ?? ""),

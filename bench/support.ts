@@ -13,10 +13,7 @@ export interface RunResult {
 }
 
 /** Runs a command to completion; throws with its stderr unless `allowFailure`. */
-export async function run(
-  cmd: string[],
-  options: { cwd?: string; env?: Record<string, string | undefined>; allowFailure?: boolean } = {},
-): Promise<RunResult> {
+export async function run(cmd: string[], options: { cwd?: string; env?: Record<string, string | undefined>; allowFailure?: boolean } = {}): Promise<RunResult> {
   const child = Bun.spawn(cmd, {
     cwd: options.cwd,
     env: options.env ?? process.env,
@@ -24,11 +21,7 @@ export async function run(
     stdout: "pipe",
     stderr: "pipe",
   });
-  const [stdout, stderr, exitCode] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   if (exitCode !== 0 && !options.allowFailure) {
     throw new Error(`${cmd.join(" ")} exited with ${exitCode}: ${stderr.trim().slice(-2000)}`);
   }

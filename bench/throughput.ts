@@ -36,8 +36,7 @@ function singleStream(algorithm: Algorithm, level: number): Variant {
     name: `single-stream ${algorithm} ${level} (${name})`,
     algorithm,
     compress: async (source, _size, dest) => {
-      const compressor =
-        algorithm === "gzip" ? createGzip({ level }) : createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: level } });
+      const compressor = algorithm === "gzip" ? createGzip({ level }) : createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: level } });
       const [input, output] = [createHash("sha256"), createHash("sha256")];
       await pipeline(createReadStream(source, { highWaterMark: MiB }), tap(input), compressor, tap(output), createWriteStream(dest));
       return (await stat(dest)).size;
@@ -96,8 +95,13 @@ async function main(argv: string[]): Promise<void> {
   await Bun.file(source).arrayBuffer(); // warm the page cache so the first variant is not charged for the disk
 
   const variants: Variant[] = [
-    singleStream("gzip", 6), parallel("gzip", 6), parallel("gzip", 3), singleStream("gzip", 1), parallel("gzip", 1),
-    singleStream("zstd", 3), parallel("zstd", 3),
+    singleStream("gzip", 6),
+    parallel("gzip", 6),
+    parallel("gzip", 3),
+    singleStream("gzip", 1),
+    parallel("gzip", 1),
+    singleStream("zstd", 3),
+    parallel("zstd", 3),
   ];
   if (sweep) {
     for (const block of [128 * 1024, 256 * 1024, 4 * MiB]) variants.push(parallel("gzip", 6, block));
@@ -110,11 +114,17 @@ async function main(argv: string[]): Promise<void> {
     const runs = [];
     for (let i = 0; i < repeat; i++) runs.push(await measure(variant, source, size, dest));
     const { seconds, cpuSeconds, outSize } = runs.reduce((best, run) => (run.seconds < best.seconds ? run : best));
-    console.log(`| ${variant.name} | ${(size / 1e6 / seconds).toFixed(1)} | ${cpuSeconds.toFixed(1)} | ${formatMB(outSize)} | ${(outSize / size).toFixed(4)} |`);
+    console.log(
+      `| ${variant.name} | ${(size / 1e6 / seconds).toFixed(1)} | ${cpuSeconds.toFixed(1)} | ${formatMB(outSize)} | ${(outSize / size).toFixed(4)} |`,
+    );
   }
   await rm(dest, { force: true });
   closeCompressWorkers();
-  console.log(`\nload average after: ${loadavg().map((n) => n.toFixed(2)).join(" ")}`);
+  console.log(
+    `\nload average after: ${loadavg()
+      .map((n) => n.toFixed(2))
+      .join(" ")}`,
+  );
 }
 
 await main(process.argv.slice(2));

@@ -39,9 +39,10 @@ export const PASSWORD_LIMIT = 16 * 1024;
 export async function resolveCredentials(input: CredentialInput): Promise<Credentials | undefined> {
   const { username } = input;
   if (username) {
-    const password = input.passwordStdin || !input.stdin.isTTY
-      ? (await readPassword(input.stdin)).replace(/\r?\n$/, "")
-      : await input.prompt(`Password for ${username}@${input.host}: `);
+    const password =
+      input.passwordStdin || !input.stdin.isTTY
+        ? (await readPassword(input.stdin)).replace(/\r?\n$/, "")
+        : await input.prompt(`Password for ${username}@${input.host}: `);
     if (password === "") {
       throw new UsageError(`no password for ${username}: pipe it on stdin, e.g. echo "$PASSWORD" | ... (or type it at the prompt)`);
     }

@@ -207,9 +207,7 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
   if (values.help) return { kind: "help", text: USAGE };
   if (values.version) return { kind: "version" };
   if (positionals.length !== 1) {
-    throw new UsageError(
-      positionals.length === 0 ? "no image reference given" : `expected one image reference, got ${positionals.length}`,
-    );
+    throw new UsageError(positionals.length === 0 ? "no image reference given" : `expected one image reference, got ${positionals.length}`);
   }
   const reference = parseReference(positionals[0] as string);
   const extraTags = (values.tag ?? []).map((tag) => parseReference(`${reference.host}/${reference.repository}:${tag}`).tag);
@@ -223,7 +221,10 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
     from: values.from === undefined ? undefined : parseSourceReference(values.from),
     fromInsecure: values["from-insecure"] ?? false,
     image: values.image,
-    platforms: (values.platform ?? []).flatMap((p) => p.split(",")).filter((p) => p.trim() !== "").map(parsePlatformFlag),
+    platforms: (values.platform ?? [])
+      .flatMap((p) => p.split(","))
+      .filter((p) => p.trim() !== "")
+      .map(parsePlatformFlag),
     format: values.format === undefined ? undefined : oneOf(values.format, "--format", ["oci", "docker"] as const),
     mountFrom: (values["mount-from"] ?? []).map((repo) => parseReference(`${reference.host}/${repo}`).repository),
     rmArchive: values["rm-archive"] ?? false,
@@ -253,9 +254,17 @@ export function parseCommand(argv: string[], env: Record<string, string | undefi
 }
 
 const UNITS: Record<string, number> = {
-  "": 1, b: 1,
-  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9,
-  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3,
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
 };
 
 /** `95MiB`, `100MB`, `1048576`: decimal units are powers of 1000, `i` units powers of 1024. */

@@ -38,7 +38,13 @@ export function chooseMode(stream: { isTTY?: boolean }, quiet: boolean, env: Rec
   return stream.isTTY === true && env.TERM !== "dumb" ? "tty" : "plain";
 }
 
-const UNITS: ReadonlyArray<readonly [string, number]> = [["kB", 1], ["MB", 1], ["GB", 2], ["TB", 2], ["PB", 2]];
+const UNITS: ReadonlyArray<readonly [string, number]> = [
+  ["kB", 1],
+  ["MB", 1],
+  ["GB", 2],
+  ["TB", 2],
+  ["PB", 2],
+];
 
 /** Decimal units like docker: "0 B", "512 B", "1.5 kB", "20.0 MB", "1.29 GB". */
 export function formatBytes(n: number): string {
@@ -139,8 +145,11 @@ function outcome(blob: Blob): string {
   const paren = (text: string | undefined) => (text ? `(${text})` : undefined);
   const parts =
     blob.phase === "pushed"
-      ? [blob.uploadTotal === undefined ? undefined : formatBytes(blob.uploadTotal), chunksText(blob),
-         paren(blob.note ?? (blob.compressedNow ? "compressed now" : blob.origin))]
+      ? [
+          blob.uploadTotal === undefined ? undefined : formatBytes(blob.uploadTotal),
+          chunksText(blob),
+          paren(blob.note ?? (blob.compressedNow ? "compressed now" : blob.origin)),
+        ]
       : [paren(blob.note)];
   return parts.filter(Boolean).join(" ");
 }
@@ -214,8 +223,7 @@ class Board {
     const all = [...this.blobs.values()];
     const idWidth = Math.max(5, ...all.map((b) => Bun.stringWidth(clean(b.id))));
     const pad = (text: string, width: number) => text + " ".repeat(Math.max(0, width - Bun.stringWidth(text)));
-    const rate = (bytesPerSecond: number | undefined) =>
-      bytesPerSecond === undefined ? undefined : `${formatBytes(bytesPerSecond)}/s`;
+    const rate = (bytesPerSecond: number | undefined) => (bytesPerSecond === undefined ? undefined : `${formatBytes(bytesPerSecond)}/s`);
 
     let shown = all;
     let hidden: string | undefined;
@@ -405,7 +413,5 @@ const quietProgress = (stream: ProgressOptions["stream"]): Progress => ({
 export function createProgress(options: ProgressOptions): Progress {
   if (options.mode === "quiet") return quietProgress(options.stream);
   const board = new Board(options.now ?? Date.now);
-  return options.mode === "tty"
-    ? createTty(options.stream, board, options.redrawIntervalMs ?? 100)
-    : createPlain(options.stream, board);
+  return options.mode === "tty" ? createTty(options.stream, board, options.redrawIntervalMs ?? 100) : createPlain(options.stream, board);
 }

@@ -113,11 +113,14 @@ export class BlobCache {
 
   /** Points the layer at a blob this run proved it became, with this user's seal. */
   async point(diffId: string, variant: string, blob: BlobIdentity): Promise<void> {
-    await this.writeAtomic(this.pointerPath(diffId, variant), JSON.stringify({
-      digest: blob.digest,
-      size: blob.size,
-      seal: this.sealer.mark("ptr", diffId, variant, blob.digest, blob.size),
-    }));
+    await this.writeAtomic(
+      this.pointerPath(diffId, variant),
+      JSON.stringify({
+        digest: blob.digest,
+        size: blob.size,
+        seal: this.sealer.mark("ptr", diffId, variant, blob.digest, blob.size),
+      }),
+    );
   }
 
   /** Moves a finished temporary file to its digest name (a stored blob kept for retries and resumes). */

@@ -57,12 +57,7 @@ const FIRST_BLOCK = 1 << 20;
 const LEVELS: Readonly<Record<Algorithm, [number, number]>> = { gzip: [0, 9], zstd: [1, 22] };
 
 /** Compresses `range` of `source` into `dest` (created or truncated). Rejects with a clear Error. */
-export async function compressRange(
-  source: string,
-  range: { offset: number; size: number },
-  dest: string,
-  options: CompressOptions,
-): Promise<CompressResult> {
+export async function compressRange(source: string, range: { offset: number; size: number }, dest: string, options: CompressOptions): Promise<CompressResult> {
   checkRange(range);
   options.signal?.throwIfAborted();
   const input = await open(source, "r").catch((error: Error) => {
@@ -80,12 +75,7 @@ export async function compressRange(
  * Compresses the next `size` bytes of `stream` (an entry of a `docker save` as it runs) into `dest`.
  * The stream is read block by block as the workers free up, so it is never buffered whole.
  */
-export async function compressStream(
-  stream: ReadableStream<Uint8Array>,
-  size: number,
-  dest: string,
-  options: CompressOptions,
-): Promise<CompressResult> {
+export async function compressStream(stream: ReadableStream<Uint8Array>, size: number, dest: string, options: CompressOptions): Promise<CompressResult> {
   checkRange({ offset: 0, size });
   const source = new StreamBlocks(stream);
   try {
@@ -451,8 +441,7 @@ export class CompressPool {
     if (reply.output) {
       this.recycle(reply.input.buffer);
       job.resolve(reply.output);
-    }
-    else job.reject(new Error(`compression failed: ${reply.error}`));
+    } else job.reject(new Error(`compression failed: ${reply.error}`));
   }
 }
 

@@ -80,7 +80,9 @@ export async function pruneCache(dir: string, options: PruneOptions): Promise<Pr
       report.removedOther++;
     }
     if (POINTER.test(name)) {
-      const text = await Bun.file(join(dir, name)).text().catch(() => "");
+      const text = await Bun.file(join(dir, name))
+        .text()
+        .catch(() => "");
       const digest = /"digest"\s*:\s*"sha256:([a-f0-9]{64})"/.exec(text)?.[1];
       if (digest === undefined || !kept.has(digest)) {
         await remove(join(dir, name));
@@ -88,7 +90,10 @@ export async function pruneCache(dir: string, options: PruneOptions): Promise<Pr
       }
     }
   }
-  for (const [folder, maxAge] of [["uploads", SESSION_MS], ["images", options.maxAgeMs]] as const) {
+  for (const [folder, maxAge] of [
+    ["uploads", SESSION_MS],
+    ["images", options.maxAgeMs],
+  ] as const) {
     if (maxAge === undefined) continue;
     for (const name of await readdir(join(dir, folder)).catch(() => [] as string[])) {
       const info = await stat(join(dir, folder, name)).catch(() => undefined);

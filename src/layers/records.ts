@@ -143,7 +143,11 @@ export class Records {
     const blobs = value?.registry === registry && typeof value.blobs === "object" && value.blobs !== null ? value.blobs : {};
     const map = new Map<string, string[]>();
     for (const [digest, repos] of Object.entries(blobs as Record<string, unknown>)) {
-      if (SHA256_DIGEST.test(digest) && Array.isArray(repos)) map.set(digest, repos.filter((r): r is string => typeof r === "string"));
+      if (SHA256_DIGEST.test(digest) && Array.isArray(repos))
+        map.set(
+          digest,
+          repos.filter((r): r is string => typeof r === "string"),
+        );
     }
     return map;
   }

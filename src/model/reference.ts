@@ -47,9 +47,7 @@ export function parseReference(input: string): Reference {
     if (!TAG.test(tag)) throw new UsageError(`invalid tag "${tag}" in "${input}": ${EXPECTED}`);
   }
   if (path === "" || !path.split("/").every((part) => COMPONENT.test(part))) {
-    throw new UsageError(
-      `invalid repository "${path}" in "${input}" (lowercase letters, digits and . _ - separators): ${EXPECTED}`,
-    );
+    throw new UsageError(`invalid repository "${path}" in "${input}" (lowercase letters, digits and . _ - separators): ${EXPECTED}`);
   }
   return { host: first, repository: path, tag };
 }
@@ -81,7 +79,9 @@ export function parseSourceReference(input: string): SourceReference {
   const at = input.indexOf("@");
   const slash = input.indexOf("/");
   if (at !== -1 && (slash === -1 || at < slash || /^[a-z]+:\/\//i.test(input))) {
-    throw new UsageError(`--from: a reference cannot carry credentials or a scheme: log in with docker login (the Docker config is read for the source registry); ${EXPECTED}`);
+    throw new UsageError(
+      `--from: a reference cannot carry credentials or a scheme: log in with docker login (the Docker config is read for the source registry); ${EXPECTED}`,
+    );
   }
   if (at !== -1) {
     const digest = input.slice(at + 1);

@@ -98,7 +98,9 @@ async function prepareUncompressed(layer: Layer, ctx: PrepareContext): Promise<P
               ctx.signal.throwIfAborted();
               await cache.forget(layer.diffId, variant);
               await cache.discardBlob(cached.digest);
-              throw new RepairableError(`${ctx.label}: the cached blob ${cached.digest} is not this layer (${(error as Error).message}); it was removed from ${cache.dir}`);
+              throw new RepairableError(
+                `${ctx.label}: the cached blob ${cached.digest} is not this layer (${(error as Error).message}); it was removed from ${cache.dir}`,
+              );
             }
             await cache.point(layer.diffId, variant, identity).catch(() => undefined);
             return identity;
@@ -253,7 +255,12 @@ export function storedPrepared(layer: Layer, file: BlobFile, origin: Prepared["o
 }
 
 /** Copies a remote blob into the cache as it arrives; uploads and the proof follow the file. */
-export async function download(bytes: Extract<BlobBytes, { kind: "remote" }>, expected: string | undefined, cache: BlobCache, signal: AbortSignal): Promise<BlobFile> {
+export async function download(
+  bytes: Extract<BlobBytes, { kind: "remote" }>,
+  expected: string | undefined,
+  cache: BlobCache,
+  signal: AbortSignal,
+): Promise<BlobFile> {
   const temp = cache.tempPath();
   await writeFile(temp, new Uint8Array(0));
   const file = await BlobFile.growing(temp);

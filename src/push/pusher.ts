@@ -184,7 +184,9 @@ export class Pusher {
       for (const node of images) {
         const at = node.kind === "image" ? node.layers.findIndex((l) => l.compression === "zstd") : -1;
         if (node.kind === "image" && at >= 0) {
-          throw new PushError(`--format docker: ${label(node, `layer ${at + 1}/${node.layers.length}`)} is stored as zstd, which a Docker v2 manifest cannot describe: use --format oci (the default)`);
+          throw new PushError(
+            `--format docker: ${label(node, `layer ${at + 1}/${node.layers.length}`)} is stored as zstd, which a Docker v2 manifest cannot describe: use --format oci (the default)`,
+          );
         }
       }
     }
@@ -192,9 +194,15 @@ export class Pusher {
     // 1. Layers of every image, and every blob of the artifacts, uploaded and proven.
     const layerDescriptors = new Map<ImageNode, Promise<LayerDone[]>>();
     for (const node of images) {
-      if (node.kind === "image") layerDescriptors.set(node, this.pushLayers(node, (what) => label(node, what)));
+      if (node.kind === "image")
+        layerDescriptors.set(
+          node,
+          this.pushLayers(node, (what) => label(node, what)),
+        );
     }
-    const artifactBlobs = images.filter((n): n is ArtifactNode => n.kind === "artifact").map((node) => this.pushArtifactBlobs(node, (what) => label(node, what)));
+    const artifactBlobs = images
+      .filter((n): n is ArtifactNode => n.kind === "artifact")
+      .map((node) => this.pushArtifactBlobs(node, (what) => label(node, what)));
     // The first failure stops the other uploads at once (their sessions are cancelled), and is the one reported.
     await Promise.allSettled([...layerDescriptors.values(), ...artifactBlobs].map((work) => work.catch((error: unknown) => this.stop(error))));
     this.signal.throwIfAborted();
@@ -202,9 +210,11 @@ export class Pusher {
     // 2. Configs, once every layer is known to be good.
     const configs = new Map<ImageNode, Descriptor>();
     await Promise.all(
-      images.filter((n): n is ImageNode => n.kind === "image").map(async (node) => {
-        configs.set(node, await this.pushConfig(node, label(node, "config")));
-      }),
+      images
+        .filter((n): n is ImageNode => n.kind === "image")
+        .map(async (node) => {
+          configs.set(node, await this.pushConfig(node, label(node, "config")));
+        }),
     );
     this.signal.throwIfAborted();
 
@@ -338,7 +348,8 @@ export class Pusher {
       const only = images[0]!;
       const image = only.node as ImageNode;
       if (!image.platform && only.descriptor.platform) image.platform = only.descriptor.platform;
-      for (const other of kept) if (other !== only) leftOut.push(`${describeChild(other.descriptor)} is left out: a single-platform push has no index to carry it`);
+      for (const other of kept)
+        if (other !== only) leftOut.push(`${describeChild(other.descriptor)} is left out: a single-platform push has no index to carry it`);
       return image;
     }
     if (kept.length === root.children.length && kept.every((c, i) => c === root.children[i])) return root;
@@ -362,7 +373,12 @@ export class Pusher {
     if (existing) {
       this.options.events.update(label, { phase: "waiting", note: `same layer as ${existing.label}` });
       existing.done.then(
-        (d) => this.options.events.update(label, { phase: d.result.status === "pushed" ? "pushed" : "exists", digest: d.digest, note: `same layer as ${existing.label}` }),
+        (d) =>
+          this.options.events.update(label, {
+            phase: d.result.status === "pushed" ? "pushed" : "exists",
+            digest: d.digest,
+            note: `same layer as ${existing.label}`,
+          }),
         () => undefined,
       );
       return existing;
@@ -375,7 +391,6 @@ export class Pusher {
 
   private async runLayer(layer: Layer, position: string): Promise<LayerDone> {
     let label = position;
-    const { events } = this.options;
     for (let attempt = 0; ; attempt++) {
       this.signal.throwIfAborted();
       let prepared: Prepared;
@@ -405,7 +420,12 @@ export class Pusher {
         throw error;
       });
       const [uploadResult, proof] = await Promise.allSettled([upload, proving]);
-      const failure = proof.status === "rejected" ? proof.reason : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError ? uploadResult.reason : undefined;
+      const failure =
+        proof.status === "rejected"
+          ? proof.reason
+          : uploadResult.status === "rejected" && uploadResult.reason instanceof RepairableError
+            ? uploadResult.reason
+            : undefined;
       if (failure !== undefined) {
         if (failure instanceof RepairableError && attempt === 0 && layer.bytes.kind !== "unavailable") {
           this.options.log.warn(`${failure.message}; preparing the layer again from the source`);
@@ -424,7 +444,8 @@ export class Pusher {
       if (uploadResult.status === "rejected") throw this.explain(uploadResult.reason, label);
       const identity = proof.value;
       const outcome = uploadResult.value;
-      const mediaType = prepared.asStored && layer.descriptor?.mediaType ? layer.descriptor.mediaType : layerMediaType(prepared.compression, this.options.format ?? "oci");
+      const mediaType =
+        prepared.asStored && layer.descriptor?.mediaType ? layer.descriptor.mediaType : layerMediaType(prepared.compression, this.options.format ?? "oci");
       const result = this.record(label, { mediaType, digest: identity.digest, size: identity.size }, outcome, prepared.origin);
       this.finished(label, identity, outcome, NOTES[outcome.status === "mounted" ? "mounted" : prepared.origin]);
       return { ...identity, compression: prepared.compression, asStored: prepared.asStored, ...(layer.descriptor ? { source: layer.descriptor } : {}), result };
@@ -449,7 +470,9 @@ export class Pusher {
         const digest = `sha256:${hash.digest("hex")}`;
         if (digest !== expected) {
           await this.options.cache.discardBlob(expected);
-          throw new RepairableError(`${label}: the cached blob ${expected} holds other bytes (they hash to ${digest}); it was removed from ${this.options.cache.dir}`);
+          throw new RepairableError(
+            `${label}: the cached blob ${expected} holds other bytes (they hash to ${digest}); it was removed from ${this.options.cache.dir}`,
+          );
         }
       })();
       return hashing;
@@ -582,7 +605,10 @@ export class Pusher {
 
   private serial(key: string, work: () => Promise<void>): Promise<void> {
     const next = (this.sessionQueue.get(key) ?? Promise.resolve()).then(work, work);
-    this.sessionQueue.set(key, next.catch(() => undefined));
+    this.sessionQueue.set(
+      key,
+      next.catch(() => undefined),
+    );
     return next;
   }
 
@@ -638,7 +664,10 @@ export class Pusher {
     if (compression === "none" && !json) {
       const prepared = await compressLayer(undefined, { kind: "file", path: "", offset: 0, size: entry.size }, ctx, whole);
       prepared.key = key;
-      prepared.content.then((diffId) => this.aliasSession(key, `${diffId}/${variant}`), () => undefined);
+      prepared.content.then(
+        (diffId) => this.aliasSession(key, `${diffId}/${variant}`),
+        () => undefined,
+      );
       this.files.push(prepared.file);
       const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
@@ -663,7 +692,12 @@ export class Pusher {
     this.files.push(file);
     const facts = inspectLayer(file.stream(0, undefined, { signal: this.signal }), compression, this.signal);
     facts.catch(() => undefined);
-    const pseudo: Layer = { diffId: "", compression, bytes: { kind: "file", path: temp, offset: 0, size: entry.size }, ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}) };
+    const pseudo: Layer = {
+      diffId: "",
+      compression,
+      bytes: { kind: "file", path: temp, offset: 0, size: entry.size },
+      ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}),
+    };
     const prepared = { ...storedPrepared(pseudo, file, "stored", cache, ctx), key };
     const upload = this.upload(prepared, label, undefined, cancel);
     const out = await open(temp, "w");
@@ -698,7 +732,15 @@ export class Pusher {
     const actual = sha256Digest(bytes);
     if (actual !== digest) throw new PushError(`${label}: the config hashes to ${actual}, not ${digest}`);
     const file = await this.memoryFile(bytes, digest);
-    const prepared: Prepared = { file, compression: "none", asStored: true, expected: digest, origin: "stored", key: digest, verify: async () => ({ digest, size: bytes.length }) };
+    const prepared: Prepared = {
+      file,
+      compression: "none",
+      asStored: true,
+      expected: digest,
+      origin: "stored",
+      key: digest,
+      verify: async () => ({ digest, size: bytes.length }),
+    };
     const outcome = await this.upload(prepared, label).catch((error: unknown) => {
       throw this.explain(error, label);
     });
@@ -801,7 +843,10 @@ export class Pusher {
     return { manifest, unchanged: false };
   }
 
-  private indexManifest(node: IndexNode, children: { descriptor: Descriptor; manifest: BuiltManifest; unchanged: boolean }[]): { manifest: BuiltManifest; unchanged: boolean } {
+  private indexManifest(
+    node: IndexNode,
+    children: { descriptor: Descriptor; manifest: BuiltManifest; unchanged: boolean }[],
+  ): { manifest: BuiltManifest; unchanged: boolean } {
     const rebuilt = this.rebuilt.has(node);
     const formatOk = this.options.format === undefined || formatOf(node.document.mediaType ?? "") === this.options.format;
     if (!rebuilt && children.every((c) => c.unchanged) && formatOk) {
@@ -838,7 +883,16 @@ export class Pusher {
     const status = outcome.status === "exists" ? "skipped" : outcome.status === "absent" ? "would push" : outcome.status;
     const existing = this.results.get(descriptor.digest);
     if (existing) return existing;
-    const result: BlobResult = { label, digest: descriptor.digest, size: descriptor.size, mediaType: descriptor.mediaType, status, chunks: outcome.chunks, origin, bytesSent: outcome.bytesSent };
+    const result: BlobResult = {
+      label,
+      digest: descriptor.digest,
+      size: descriptor.size,
+      mediaType: descriptor.mediaType,
+      status,
+      chunks: outcome.chunks,
+      origin,
+      bytesSent: outcome.bytesSent,
+    };
     this.results.set(descriptor.digest, result);
     return result;
   }

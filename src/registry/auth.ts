@@ -112,9 +112,7 @@ export class Authenticator {
     const user = this.credentials ? `"${terminalSafe(this.credentials.username)}"` : undefined;
     if (response.status === 401) {
       throw new PushError(
-        user
-          ? `${service} rejected the username ${user} or its password (HTTP 401)`
-          : `${service} requires authentication: ${this.loginHint}`,
+        user ? `${service} rejected the username ${user} or its password (HTTP 401)` : `${service} requires authentication: ${this.loginHint}`,
       );
     }
     if (response.status === 403) {

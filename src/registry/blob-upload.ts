@@ -118,7 +118,14 @@ class BlobUpload {
 
   private outcome(status: UploadOutcome["status"], extra: Partial<UploadOutcome> = {}): UploadOutcome {
     const size = this.file.identity?.size ?? this.file.available;
-    return { status, chunks: this.chunkCount, bytesSent: this.bytesSent, size, ...(this.resumedAt !== undefined ? { resumedAt: this.resumedAt } : {}), ...extra };
+    return {
+      status,
+      chunks: this.chunkCount,
+      bytesSent: this.bytesSent,
+      size,
+      ...(this.resumedAt !== undefined ? { resumedAt: this.resumedAt } : {}),
+      ...extra,
+    };
   }
 
   async run(): Promise<UploadOutcome> {
@@ -192,7 +199,11 @@ class BlobUpload {
   /** Takes a session's Location and the chunk limits its headers advertise. */
   private adopt(response: Response): void {
     this.location = this.newest(response);
-    const { limits, notices } = negotiateLimits(response.headers.get("oci-chunk-min-length"), response.headers.get("oci-chunk-max-length"), this.options.chunkCap);
+    const { limits, notices } = negotiateLimits(
+      response.headers.get("oci-chunk-min-length"),
+      response.headers.get("oci-chunk-max-length"),
+      this.options.chunkCap,
+    );
     this.limits = limits;
     for (const notice of notices) this.options.log.warn(`${this.label}: ${notice}`);
   }
@@ -659,7 +670,8 @@ class BlobUpload {
    */
   private async abandon(error: unknown): Promise<void> {
     if (!this.location) return;
-    const keep = error !== undefined && !this.client.signal?.aborted && this.highWater > 0 && this.options.sessions !== undefined && this.options.key !== undefined;
+    const keep =
+      error !== undefined && !this.client.signal?.aborted && this.highWater > 0 && this.options.sessions !== undefined && this.options.key !== undefined;
     if (keep) return;
     const location = this.location;
     this.location = "";

@@ -15,9 +15,7 @@ export interface Chunk {
   end: number;
 }
 
-export type UploadPlan =
-  | { kind: "monolithic" }
-  | { kind: "chunked"; chunkSize: number; chunks: Chunk[] };
+export type UploadPlan = { kind: "monolithic" } | { kind: "chunked"; chunkSize: number; chunks: Chunk[] };
 
 /**
  * Decides how a blob of `size` bytes travels. One PUT when it fits under every limit; otherwise

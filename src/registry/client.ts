@@ -121,7 +121,8 @@ export class RegistryClient {
         options.loginHint,
       );
     this.readAccepted = shared?.readAccepted ?? false;
-    const pace = (this.pace = shared?.pace ?? new LinkPace());
+    this.pace = shared?.pace ?? new LinkPace();
+    const pace = this.pace;
     const retryOptions = { policy: this.retry, log: this.log, sleep };
     this.transport = authorize(retrying(followRedirects(wire(pace)), retryOptions), this.auth, this.origin);
     // A token service is a server too, under the same timeout and retries; it never redirects us.

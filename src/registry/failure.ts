@@ -45,7 +45,8 @@ export function describeFailure(status: number, statusText: string, contentType:
   const summary = answerExcerpt(contentType, body);
   const reason = excerpt(statusText, 60);
   const what = [`HTTP ${status}${reason ? ` ${reason}` : ""}`, summary].filter(Boolean).join(": ");
-  const hint = status === 413 ? tooLargeHint(details.bodyBytes) : (HINTS[status] ?? (status >= 500 ? "the registry or its origin failed; try again" : undefined));
+  const hint =
+    status === 413 ? tooLargeHint(details.bodyBytes) : (HINTS[status] ?? (status >= 500 ? "the registry or its origin failed; try again" : undefined));
   return { status, text: hint ? `${what} (${hint})` : what };
 }
 
@@ -55,7 +56,11 @@ export function describeFailure(status: number, statusText: string, contentType:
  */
 export function answerExcerpt(contentType: string, body: string): string | undefined {
   const json = parseErrors(contentType, body);
-  if (json?.length) return json.slice(0, ERRORS_SHOWN).map((e) => [text(e.code, 60), text(e.message, MESSAGE_CHARS)].filter(Boolean).join(": ")).join("; ");
+  if (json?.length)
+    return json
+      .slice(0, ERRORS_SHOWN)
+      .map((e) => [text(e.code, 60), text(e.message, MESSAGE_CHARS)].filter(Boolean).join(": "))
+      .join("; ");
   const title = /<title>([^<]{1,400})<\/title>/i.exec(body)?.[1];
   if (title !== undefined) return excerpt(title, MESSAGE_CHARS) || undefined;
   if (/^\s*</.test(body)) return undefined;

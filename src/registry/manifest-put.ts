@@ -23,7 +23,10 @@ export async function putManifest(client: RegistryClient, repository: string, re
 /** Whether the registry already has a manifest with this digest (a re-push sends nothing more). */
 export async function hasManifest(client: RegistryClient, repository: string, digest: string): Promise<boolean> {
   const response = await client.send("HEAD", `/v2/${repository}/manifests/${digest}`, {
-    headers: { Accept: "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json" },
+    headers: {
+      Accept:
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json",
+    },
     what: `manifest ${repository}@${digest}`,
   });
   return response.ok;

@@ -63,7 +63,11 @@ async function saveEntries(store: ArchiveStore): Promise<SaveEntry[]> {
 
 async function fromDockerManifest(store: ArchiveStore, choose?: string): Promise<ArchiveImage> {
   const entries = await saveEntries(store);
-  const chosen = pick(store, entries.map((e) => ({ names: e.RepoTags, value: e })), choose);
+  const chosen = pick(
+    store,
+    entries.map((e) => ({ names: e.RepoTags, value: e })),
+    choose,
+  );
   for (const name of [chosen.Config, ...chosen.Layers]) {
     if (name.startsWith("/") || name.split("/").includes("..")) {
       throw new ArchiveError(`${store.label}: manifest.json names "${name}", outside the archive: refusing it`);
@@ -77,7 +81,9 @@ async function fromDockerManifest(store: ArchiveStore, choose?: string): Promise
   }
   const config = parseConfig(configBytes, "the image config");
   if (config.rootfs.diff_ids.length !== chosen.Layers.length) {
-    throw new ArchiveError(`${store.label} is corrupt: the config lists ${config.rootfs.diff_ids.length} layers (diff_ids) but manifest.json ${chosen.Layers.length}`);
+    throw new ArchiveError(
+      `${store.label} is corrupt: the config lists ${config.rootfs.diff_ids.length} layers (diff_ids) but manifest.json ${chosen.Layers.length}`,
+    );
   }
   const layers: Layer[] = [];
   for (const [i, name] of chosen.Layers.entries()) {
@@ -93,7 +99,8 @@ async function fromDockerManifest(store: ArchiveStore, choose?: string): Promise
     config: { bytes: configBytes, digest: configDigest, mediaType: OCI_CONFIG },
     layers,
   };
-  const platform = config.os && config.architecture ? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) } : undefined;
+  const platform =
+    config.os && config.architecture ? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) } : undefined;
   if (platform) image.platform = platform;
   return { root: image, names: chosen.RepoTags, missing: [] };
 }
@@ -103,7 +110,8 @@ async function fromDockerManifest(store: ArchiveStore, choose?: string): Promise
 async function fromLayout(store: ArchiveStore, choose?: string): Promise<ArchiveImage> {
   const indexBytes = await store.small("index.json", MANIFEST_LIMIT);
   const top = parseIndex(indexBytes, "index.json");
-  if (top.manifests.length > MAX_ENTRIES) throw new ArchiveError(`${store.label}: index.json lists ${top.manifests.length} manifests, more than ${MAX_ENTRIES}`);
+  if (top.manifests.length > MAX_ENTRIES)
+    throw new ArchiveError(`${store.label}: index.json lists ${top.manifests.length} manifests, more than ${MAX_ENTRIES}`);
   const loader = new ManifestWalker(layoutBlobs(store));
   // Docker >= 25 also writes manifest.json: its RepoTags name the images index.json lists.
   const repoTags = store.has("manifest.json") ? await repoTagsByConfig(store) : new Map<string, string[]>();

@@ -92,7 +92,13 @@ export async function removeStaleSaves(folder: string): Promise<void> {
 export async function reuseSavedArchive(options: DaemonOptions, inspected: Inspected): Promise<DaemonImage | undefined> {
   const archive = join(options.folder, `${inspected.id.slice(7)}.tar`);
   const aside = `${archive}.not-this-image`;
-  if (!(await stat(archive).then((s) => s.isFile(), () => false))) return undefined;
+  if (
+    !(await stat(archive).then(
+      (s) => s.isFile(),
+      () => false,
+    ))
+  )
+    return undefined;
   try {
     const image = await readArchive(await TarStore.open(archive), undefined);
     if (holds(image, inspected)) {
@@ -187,7 +193,12 @@ export async function streamSave(options: DaemonOptions, inspected: Inspected, s
 }
 
 /** The image from the cache's record, when every layer is cached: no save needed. */
-export function imageFromRecord(record: { config: Uint8Array; configDigest: string; configMediaType: string; layers: { diffId: string; stored?: { digest: string; size: number; mediaType: string } }[] }): ImageNode {
+export function imageFromRecord(record: {
+  config: Uint8Array;
+  configDigest: string;
+  configMediaType: string;
+  layers: { diffId: string; stored?: { digest: string; size: number; mediaType: string } }[];
+}): ImageNode {
   const config = parseConfig(record.config, "the recorded config");
   const layers: Layer[] = record.layers.map((layer) => ({
     diffId: layer.diffId,
@@ -196,7 +207,8 @@ export function imageFromRecord(record: { config: Uint8Array; configDigest: stri
     bytes: { kind: "unavailable", reason: "the image was not saved this run (its layers are in the cache)" },
   }));
   const node: ImageNode = { kind: "image", config: { bytes: record.config, digest: record.configDigest, mediaType: record.configMediaType }, layers };
-  if (config.os && config.architecture) node.platform = { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
+  if (config.os && config.architecture)
+    node.platform = { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
   return node;
 }
 
@@ -235,7 +247,12 @@ async function boundedText(stream: ReadableStream<Uint8Array>, limit = 64 * 1024
 }
 
 function firstLine(text: string): string {
-  return text.split("\n").find((l) => l.trim())?.trim() ?? "";
+  return (
+    text
+      .split("\n")
+      .find((l) => l.trim())
+      ?.trim() ?? ""
+  );
 }
 
 function alive(pid: number): boolean {

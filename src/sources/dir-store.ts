@@ -38,7 +38,7 @@ export class DirStore implements ArchiveStore {
     const info = await lstat(path).catch(() => undefined);
     if (!info) return false;
     const real = await realpath(path).catch(() => undefined);
-    if (!real || !real.startsWith(this.root + sep)) throw new ArchiveError(`${this.label}: ${name} points outside the layout: refusing it`);
+    if (!real?.startsWith(this.root + sep)) throw new ArchiveError(`${this.label}: ${name} points outside the layout: refusing it`);
     const target = info.isSymbolicLink() ? await lstat(real) : info;
     if (!target.isFile()) return false;
     this.sizes.set(name, target.size);

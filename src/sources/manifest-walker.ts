@@ -65,7 +65,8 @@ export class ManifestWalker {
     const bytes = await this.store.read(d.digest, limit, kind);
     const digest = sha256Digest(bytes);
     if (digest !== d.digest) throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} hashes to ${digest}`);
-    if (bytes.length !== d.size) throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} has ${bytes.length} bytes, its descriptor says ${d.size}`);
+    if (bytes.length !== d.size)
+      throw new ArchiveError(`${this.store.label} is corrupt: blob ${d.digest} has ${bytes.length} bytes, its descriptor says ${d.size}`);
     return bytes;
   }
 
@@ -124,7 +125,9 @@ export class ManifestWalker {
     const configBytes = await this.readChecked(manifest.config, CONFIG_LIMIT, "config");
     const config = parseConfig(configBytes, `config ${manifest.config.digest}`);
     if (config.rootfs.diff_ids.length !== manifest.layers.length) {
-      throw new ArchiveError(`${this.store.label} is corrupt: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} layers (diff_ids) but its manifest ${manifest.layers.length}`);
+      throw new ArchiveError(
+        `${this.store.label} is corrupt: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} layers (diff_ids) but its manifest ${manifest.layers.length}`,
+      );
     }
     const layers: Layer[] = [];
     for (const [i, descriptor] of manifest.layers.entries()) {
@@ -136,8 +139,18 @@ export class ManifestWalker {
       layers.push({ diffId: config.rootfs.diff_ids[i] as string, descriptor, compression: blob.compression, bytes: blob.bytes });
     }
     const configMediaType = manifest.config.mediaType || OCI_CONFIG;
-    const node: ImageNode = { kind: "image", raw, manifest, config: { bytes: configBytes, digest: manifest.config.digest, mediaType: configMediaType }, layers };
-    const platform = d.platform ?? (config.os && config.architecture ? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) } : undefined);
+    const node: ImageNode = {
+      kind: "image",
+      raw,
+      manifest,
+      config: { bytes: configBytes, digest: manifest.config.digest, mediaType: configMediaType },
+      layers,
+    };
+    const platform =
+      d.platform ??
+      (config.os && config.architecture
+        ? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) }
+        : undefined);
     if (platform) node.platform = platform;
     return node;
   }
@@ -165,7 +178,11 @@ export function isArtifact(d: Descriptor | undefined, manifest: ManifestDocument
   if (manifest.artifactType) return true;
   const config = manifest.config.mediaType;
   if (config && config !== OCI_CONFIG && config !== DOCKER_CONFIG) return true;
-  return !manifest.layers.every((l) => l.mediaType === "" || /^application\/vnd\.(oci\.image\.layer\.(nondistributable\.)?v1\.tar|docker\.image\.rootfs\.(foreign\.)?diff\.tar)/.test(l.mediaType));
+  return !manifest.layers.every(
+    (l) =>
+      l.mediaType === "" ||
+      /^application\/vnd\.(oci\.image\.layer\.(nondistributable\.)?v1\.tar|docker\.image\.rootfs\.(foreign\.)?diff\.tar)/.test(l.mediaType),
+  );
 }
 
 function describe(d: Descriptor): string {
@@ -173,4 +190,3 @@ function describe(d: Descriptor): string {
   if (d.annotations?.["vnd.docker.reference.type"] === ATTESTATION) return `attestation ${d.digest.slice(0, 19)}`;
   return p ? [p.os, p.architecture, p.variant].filter(Boolean).join("/") : d.digest.slice(0, 19);
 }
-

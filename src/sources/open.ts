@@ -72,7 +72,9 @@ async function openArchive(path: string, ctx: OpenContext): Promise<OpenedSource
   const compression = await headOf(path);
   if (compression === "none") return { ...(await readArchive(await TarStore.open(path), ctx.image)), description: `archive ${path}` };
   // A compressed tar cannot be read in place: it is read once, as a stream, like a running save.
-  const file = Readable.toWeb(Readable.from(Bun.file(path).stream()).pipe(compression === "gzip" ? createGunzip() : createZstdDecompress())) as ReadableStream<Uint8Array>;
+  const file = Readable.toWeb(
+    Readable.from(Bun.file(path).stream()).pipe(compression === "gzip" ? createGunzip() : createZstdDecompress()),
+  ) as ReadableStream<Uint8Array>;
   const label = `archive ${path}`;
   const store = await StreamStore.read(file, label, ctx.sink).catch((error: Error) => {
     if (/incorrect header|invalid|unexpected end|unknown compression|corrupt/i.test(error.message) && !(error instanceof PushError)) {
@@ -104,8 +106,21 @@ async function openDaemon(spec: Extract<SourceSpec, { kind: "daemon" }>, ctx: Op
       ctx.log.info(`${spec.reference} (image ${inspected.id.slice(7, 19)}): every layer is in ${ctx.cache.dir}, no save needed`);
       // An earlier run's `<id>.tar` is still this image's saved archive: --rm-archive removes it too.
       const saved = join(spec.folder, `${inspected.id.slice(7)}.tar`);
-      const archive = (await stat(saved).then((s) => s.isFile(), () => false)) ? { archive: saved } : {};
-      return { root: imageFromRecord(record), names: [spec.reference], missing: [], description: `cached record of ${spec.reference}`, id: inspected.id, fromRecord: true, ...archive };
+      const archive = (await stat(saved).then(
+        (s) => s.isFile(),
+        () => false,
+      ))
+        ? { archive: saved }
+        : {};
+      return {
+        root: imageFromRecord(record),
+        names: [spec.reference],
+        missing: [],
+        description: `cached record of ${spec.reference}`,
+        id: inspected.id,
+        fromRecord: true,
+        ...archive,
+      };
     }
   }
   const reused = await reuseSavedArchive(options, inspected);
@@ -117,7 +132,11 @@ async function openDaemon(spec: Extract<SourceSpec, { kind: "daemon" }>, ctx: Op
       config: root.config.bytes,
       configDigest: root.config.digest,
       configMediaType: root.config.mediaType,
-      layers: root.layers.map((l) => (l.compression === "none" || !l.descriptor ? { diffId: l.diffId } : { diffId: l.diffId, stored: { digest: l.descriptor.digest, size: l.descriptor.size, mediaType: l.descriptor.mediaType } })),
+      layers: root.layers.map((l) =>
+        l.compression === "none" || !l.descriptor
+          ? { diffId: l.diffId }
+          : { diffId: l.diffId, stored: { digest: l.descriptor.digest, size: l.descriptor.size, mediaType: l.descriptor.mediaType } },
+      ),
     });
   }
   return { ...image, description: image.via === "archive" ? `archive ${image.archive}` : `${spec.engine} save of ${spec.reference}` };

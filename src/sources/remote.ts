@@ -86,7 +86,10 @@ function remoteBlobs(client: RegistryClient, repository: string, label: string, 
         size: descriptor.size,
         open: async (signal) => {
           signal?.throwIfAborted();
-          const response = await client.send("GET", `/v2/${repository}/blobs/${descriptor.digest}`, { what: `downloading ${label}@${descriptor.digest}`, stream: true });
+          const response = await client.send("GET", `/v2/${repository}/blobs/${descriptor.digest}`, {
+            what: `downloading ${label}@${descriptor.digest}`,
+            stream: true,
+          });
           if (!response.ok || !response.body) throw await client.failure(response, `downloading ${label}@${descriptor.digest}`);
           return response.body;
         },

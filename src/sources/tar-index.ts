@@ -162,7 +162,10 @@ export function applyExtended(
 }
 
 export function clean(name: string): string {
-  return posix.normalize(name).replace(/^(\.\/)+/, "").replace(/\/+$/, "");
+  return posix
+    .normalize(name)
+    .replace(/^(\.\/)+/, "")
+    .replace(/\/+$/, "");
 }
 
 export function safeName(name: string, archive: string): string {
@@ -181,8 +184,6 @@ export function linkTarget(entry: { name: string; type: string; linkpath?: strin
 export function safeLink(entry: { name: string; type: string; linkpath?: string }, archive: string): void {
   const target = linkTarget(entry);
   if ((entry.linkpath ?? "").startsWith("/") || target === ".." || target.startsWith("../")) {
-    throw new PushError(
-      `archive ${archive} has a link "${entry.name}" -> "${entry.linkpath}" pointing outside the archive: refusing it`,
-    );
+    throw new PushError(`archive ${archive} has a link "${entry.name}" -> "${entry.linkpath}" pointing outside the archive: refusing it`);
   }
 }

@@ -21,7 +21,10 @@ export class TarStore implements ArchiveStore {
 
   async small(name: string, limit: number): Promise<Uint8Array> {
     const entry = this.tar.get(name);
-    if (entry.size > limit) throw new ArchiveError(`${this.label}: ${name} is ${entry.size} bytes, more than the ${limit} a ${name.endsWith(".json") ? "JSON file" : "manifest or config"} may have`);
+    if (entry.size > limit)
+      throw new ArchiveError(
+        `${this.label}: ${name} is ${entry.size} bytes, more than the ${limit} a ${name.endsWith(".json") ? "JSON file" : "manifest or config"} may have`,
+      );
     return readRange(this.tar.path, entry.offset, entry.size);
   }
 

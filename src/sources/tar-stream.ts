@@ -47,7 +47,13 @@ export async function walkTarStream(
       const padded = Math.ceil(size / BLOCK) * BLOCK;
       offset += BLOCK;
       const type = header.type ?? "File";
-      if (type === "ExtendedHeader" || type === "GlobalExtendedHeader" || type === "NextFileHasLongPath" || type === "OldGnuLongPath" || type === "NextFileHasLongLinkpath") {
+      if (
+        type === "ExtendedHeader" ||
+        type === "GlobalExtendedHeader" ||
+        type === "NextFileHasLongPath" ||
+        type === "OldGnuLongPath" ||
+        type === "NextFileHasLongLinkpath"
+      ) {
         if (size > EXTENDED_HEADER_LIMIT) throw corrupt(`${extendedName(type)} at byte ${offset - BLOCK} claims ${size} bytes`);
         const data = await bytes.exact(size);
         if (!data) throw corrupt(`the stream ends inside ${extendedName(type)}`);

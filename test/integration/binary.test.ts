@@ -19,7 +19,11 @@ let binary: string;
 beforeAll(async () => {
   [registry, work] = await Promise.all([startDockerRegistry(), makeTempDir("binary-")]);
   image = await writeClassicDockerArchive(join(work, "image.tar"), makeSampleImage({ bigBytes: 3 * 1024 * 1024 }));
-  const built = await run([process.execPath, "run", "scripts/build.ts", "host"], { cwd: REPO_ROOT, env: { ...process.env, OUT_DIR: join(work, "dist") }, timeoutMs: 120_000 });
+  const built = await run([process.execPath, "run", "scripts/build.ts", "host"], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, OUT_DIR: join(work, "dist") },
+    timeoutMs: 120_000,
+  });
   expect(built.code).toBe(0);
   binary = join(work, "dist", "chunked-push");
 }, 180_000);

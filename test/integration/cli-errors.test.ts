@@ -5,14 +5,7 @@ import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
-import {
-  makeSampleImage,
-  makeTempDir,
-  writeClassicDockerArchive,
-  writeCorruptArchive,
-  writeEvilArchive,
-  type WrittenArchive,
-} from "../support/fixtures.ts";
+import { makeSampleImage, makeTempDir, writeClassicDockerArchive, writeCorruptArchive, writeEvilArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { freePort, runOk, waitFor } from "../support/ports.ts";
 
 let registry: DockerRegistry;
@@ -231,8 +224,25 @@ async function startTlsRegistry(): Promise<{ host: string; certificate: string; 
   const dir = await makeTempDir("tls-registry-");
   const port = await freePort();
   const certificate = join(dir, "cert.pem");
-  await runOk(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=127.0.0.1",
-    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", certificate]);
+  await runOk([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-sha256",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    join(dir, "key.pem"),
+    "-out",
+    certificate,
+  ]);
   await writeFile(
     join(dir, "config.yml"),
     `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n  tls:\n    certificate: ${certificate}\n    key: ${dir}/key.pem\n`,

@@ -83,10 +83,16 @@ describe("output", () => {
     const lines = result.stderr.trimEnd().split("\n");
     // The big layer uploads while it is compressed: its size (and digest) are known only at the end.
     const layer1 = lines.filter((l) => l.startsWith("layer 1/2"));
-    expect(layer1.slice(0, 3)).toEqual(["layer 1/2: compressing 13.6 MB", "layer 1/2: checking", "layer 1/2: uploading (in chunks of 5242880 bytes, each sent as soon as it is compressed)"]);
+    expect(layer1.slice(0, 3)).toEqual([
+      "layer 1/2: compressing 13.6 MB",
+      "layer 1/2: checking",
+      "layer 1/2: uploading (in chunks of 5242880 bytes, each sent as soon as it is compressed)",
+    ]);
     const chunks = layer1.slice(3, -1);
     expect(chunks).toHaveLength(3);
-    chunks.forEach((line, i) => expect(line).toMatch(new RegExp(`^layer 1/2( sha256:[a-f0-9]{12})?: chunk ${i + 1}/[${i + 1}-3] done \\([\\d.]+(/13\\.6)? MB\\)$`)));
+    chunks.forEach((line, i) => {
+      expect(line).toMatch(new RegExp(`^layer 1/2( sha256:[a-f0-9]{12})?: chunk ${i + 1}/[${i + 1}-3] done \\([\\d.]+(/13\\.6)? MB\\)$`));
+    });
     expect(chunks[2]).toMatch(/^layer 1\/2 sha256:[a-f0-9]{12}: chunk 3\/3 done \(13\.6\/13\.6 MB\)$/);
     expect(layer1.at(-1)).toMatch(/^layer 1\/2 sha256:[a-f0-9]{12}: pushed 13\.6 MB in 3 chunks \(compressed now\)$/);
     expect(lines).toContainEqual(expect.stringMatching(/^layer 2\/2 sha256:[a-f0-9]{12}: pushed 98 B \(compressed now\)$/));
@@ -112,8 +118,21 @@ describe("output", () => {
       const report = JSON.parse(result.stdout);
       const pulled = await pull(ref);
       expect(Object.keys(report)).toEqual([
-        "reference", "repository", "tags", "digest", "mediaType", "size", "kind", "unchanged", "dryRun",
-        "source", "platforms", "leftOut", "bytesSent", "bytesResent", "blobs",
+        "reference",
+        "repository",
+        "tags",
+        "digest",
+        "mediaType",
+        "size",
+        "kind",
+        "unchanged",
+        "dryRun",
+        "source",
+        "platforms",
+        "leftOut",
+        "bytesSent",
+        "bytesResent",
+        "blobs",
       ]);
       const blobs = report.blobs as { name: string; digest: string; size: number; mediaType: string; status: string; chunks: number }[];
       expect(report).toEqual({
@@ -151,7 +170,11 @@ describe("output", () => {
       }
       const byName = Object.fromEntries(blobs.map((b) => [b.name, b]));
       expect(Object.keys(byName).sort()).toEqual(["config", "layer 1/4", "layer 2/4", "layer 3/4"]);
-      expect(byName.config).toMatchObject({ digest: pulled.configDigest, size: pulled.configBytes.length, mediaType: "application/vnd.oci.image.config.v1+json" });
+      expect(byName.config).toMatchObject({
+        digest: pulled.configDigest,
+        size: pulled.configBytes.length,
+        mediaType: "application/vnd.oci.image.config.v1+json",
+      });
       for (const i of [0, 1, 2]) {
         expect(byName[`layer ${i + 1}/4`]).toMatchObject({ digest: pulled.layerDigests[i], size: pulled.layerSizes[i], mediaType: pulled.layerMediaTypes[i] });
       }
@@ -181,14 +204,18 @@ describe("tags and dry runs", () => {
       const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
       expect(result.code).toBe(0);
       expect(result.stdout).toBe("");
-      const would = [...result.stderr.matchAll(/^(layer 1\/2|layer 2\/2|config) sha256:[a-f0-9]{12}: would push (\d+) bytes in (.*)$/gm)].map((m) => [m[1], Number(m[2]), m[3]] as const);
+      const would = [...result.stderr.matchAll(/^(layer 1\/2|layer 2\/2|config) sha256:[a-f0-9]{12}: would push (\d+) bytes in (.*)$/gm)].map(
+        (m) => [m[1], Number(m[2]), m[3]] as const,
+      );
       expect(would.map(([label, , how]) => `${label}: ${how}`).sort()).toEqual([
         "config: one request",
         "layer 1/2: 3 chunks of at most 5242880 bytes",
         "layer 2/2: one request",
       ]);
       const toSend = would.reduce((sum, [, bytes]) => sum + bytes, 0);
-      expect(result.stderr).toMatch(/\n1: would get manifest sha256:[a-f0-9]{64} size: \d+ \(dry run: no manifest sent\)\n3 blobs: 3 to push, 0 already present; (\d+) bytes to send\n$/);
+      expect(result.stderr).toMatch(
+        /\n1: would get manifest sha256:[a-f0-9]{64} size: \d+ \(dry run: no manifest sent\)\n3 blobs: 3 to push, 0 already present; (\d+) bytes to send\n$/,
+      );
       expect(result.stderr).toEndWith(`; ${toSend} bytes to send\n`);
       // On the wire: the ping, HEADs where a digest is known, and per missing blob one session opened
       // (to read the registry's chunk limits) and deleted. No byte of a blob, no manifest.
@@ -203,17 +230,30 @@ describe("tags and dry runs", () => {
       expect(new Set(deletes.map((r) => r.path)).size).toBe(3);
       expect(deletes.every((r) => r.path.startsWith("/v2/features/dry/blobs/uploads/") && r.status === 204)).toBe(true);
       expect(proxy.requests.every((r) => r.bodyBytes === 0)).toBe(true);
-      const inspect = await skopeo(["inspect", "--tls-verify=false", `--creds=${registry.username}:${registry.password}`, `docker://${registry.host}/features/dry:1`]).catch((e: Error) => e);
+      const inspect = await skopeo([
+        "inspect",
+        "--tls-verify=false",
+        `--creds=${registry.username}:${registry.password}`,
+        `docker://${registry.host}/features/dry:1`,
+      ]).catch((e: Error) => e);
       expect(inspect).toBeInstanceOf(Error);
 
       // With --json: the one object, with no reference (nothing was pushed) and the plan for each blob.
-      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], {
+        cwd,
+        stdin: `${registry.password}\n`,
+        env: auth(),
+      });
       expect(json.code).toBe(0);
       const report = JSON.parse(json.stdout);
       expect(report).toMatchObject({ reference: null, repository: `${proxy.host}/features/dry`, dryRun: true, kind: "image", bytesSent: 0, leftOut: [] });
       expect(report.digest).toMatch(/^sha256:[a-f0-9]{64}$/);
       expect(json.stderr).toContain(`1: would get manifest ${report.digest} size: ${report.size} (dry run: no manifest sent)\n`);
-      expect((report.blobs as { status: string; chunks: number }[]).map((b) => [b.status, b.chunks]).sort()).toEqual([["would push", 1], ["would push", 1], ["would push", 3]]);
+      expect((report.blobs as { status: string; chunks: number }[]).map((b) => [b.status, b.chunks]).sort()).toEqual([
+        ["would push", 1],
+        ["would push", 1],
+        ["would push", 3],
+      ]);
     } finally {
       await proxy.stop();
       await rm(cwd, { recursive: true, force: true });
@@ -309,7 +349,10 @@ describe("engines", () => {
       const storageConf = join(store.dir, "storage.conf");
       const containersConf = join(store.dir, "containers.conf");
       await writeFile(storageConf, `[storage]\ndriver = "vfs"\ngraphroot = "${store.dir}/root"\nrunroot = "${store.dir}/runroot"\n`);
-      await writeFile(containersConf, `[engine]\ntmp_dir = "${store.dir}/tmp"\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\nvolume_path = "${store.dir}/volumes"\n[network]\nnetwork_config_dir = "${store.dir}/net"\n`);
+      await writeFile(
+        containersConf,
+        `[engine]\ntmp_dir = "${store.dir}/tmp"\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\nvolume_path = "${store.dir}/volumes"\n[network]\nnetwork_config_dir = "${store.dir}/net"\n`,
+      );
       const env = { ...auth(), CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_CONF: containersConf, PATH: `/nonexistent-docker:${process.env.PATH}` };
       const exists = await run(["podman", "image", "exists", ref], { env: cliEnv(env) });
       expect(exists.code).toBe(0);

@@ -128,24 +128,32 @@ describe("from a private dockerd 20.10", () => {
     };
   }, SLOW);
 
-  test("cold: docker save is read as a stream, and the first chunk leaves while the layer is compressed", async () => {
-    const emulator: Emulator = await startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK });
-    cleanups.push(() => emulator.stop());
-    const ref = `${emulator.host}/daemon/app:1`;
-    await engine.tag(ref);
-    const mark = engine.apiCalls().length;
-    const result = await push(engine, cwd, ref, EMU);
-    expect(result.code).toBe(0);
-    expect(engine.apiCalls().slice(mark).filter(isSaveCall)).toHaveLength(1);
-    await expectStreamed(emulator, join(cwd, ".cache"), CHUNK);
-    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
-    expect(pulled.configDigest).toBe(image.configDigest);
-    expect(pulled.diffIds).toEqual(image.diffIds);
-  }, SLOW);
+  test(
+    "cold: docker save is read as a stream, and the first chunk leaves while the layer is compressed",
+    async () => {
+      const emulator: Emulator = await startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK });
+      cleanups.push(() => emulator.stop());
+      const ref = `${emulator.host}/daemon/app:1`;
+      await engine.tag(ref);
+      const mark = engine.apiCalls().length;
+      const result = await push(engine, cwd, ref, EMU);
+      expect(result.code).toBe(0);
+      expect(engine.apiCalls().slice(mark).filter(isSaveCall)).toHaveLength(1);
+      await expectStreamed(emulator, join(cwd, ".cache"), CHUNK);
+      const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+      expect(pulled.configDigest).toBe(image.configDigest);
+      expect(pulled.diffIds).toEqual(image.diffIds);
+    },
+    SLOW,
+  );
 
-  test("warm: a fresh registry gets the image with no docker save; a re-push sends no blob bytes", async () => {
-    await warmAndRepush(engine, cwd);
-  }, SLOW);
+  test(
+    "warm: a fresh registry gets the image with no docker save; a re-push sends no blob bytes",
+    async () => {
+      await warmAndRepush(engine, cwd);
+    },
+    SLOW,
+  );
 });
 
 describe("from podman's Docker-compatible service", () => {
@@ -171,19 +179,27 @@ describe("from podman's Docker-compatible service", () => {
     };
   }, SLOW);
 
-  test("cold push through the service saves once; the image pulls back intact", async () => {
-    const first = await registry();
-    const ref = `${first.host}/daemon/app:1`;
-    await engine.tag(ref);
-    const mark = engine.apiCalls().length;
-    const result = await push(engine, cwd, ref, first);
-    expect(result.code).toBe(0);
-    await store.waitForApiCall(isSaveCall, mark);
-    const pulled = await pullAndVerify({ ref, username: first.username, password: first.password, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(image.diffIds);
-  }, SLOW);
+  test(
+    "cold push through the service saves once; the image pulls back intact",
+    async () => {
+      const first = await registry();
+      const ref = `${first.host}/daemon/app:1`;
+      await engine.tag(ref);
+      const mark = engine.apiCalls().length;
+      const result = await push(engine, cwd, ref, first);
+      expect(result.code).toBe(0);
+      await store.waitForApiCall(isSaveCall, mark);
+      const pulled = await pullAndVerify({ ref, username: first.username, password: first.password, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(image.diffIds);
+    },
+    SLOW,
+  );
 
-  test("warm: a fresh registry gets the image with no save through the service; a re-push sends no blob bytes", async () => {
-    await warmAndRepush(engine, cwd);
-  }, SLOW);
+  test(
+    "warm: a fresh registry gets the image with no save through the service; a re-push sends no blob bytes",
+    async () => {
+      await warmAndRepush(engine, cwd);
+    },
+    SLOW,
+  );
 });

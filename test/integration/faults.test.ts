@@ -5,12 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { readdir, rm, stat, truncate, writeFile, mkdir } from "node:fs/promises";
+import { readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
-import { startFaultProxy, type FaultProxy, type FaultRule } from "../support/fault-proxy.ts";
+import { startFaultProxy, type FaultRule } from "../support/fault-proxy.ts";
 import { digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { run } from "../support/ports.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
@@ -79,25 +78,103 @@ async function verifyAndCountResent(push: Awaited<ReturnType<typeof pushThrough>
 }
 
 const cases: { name: string; upstream: Upstream; rules: FaultRule[]; extra?: string[]; maxResent: number; log?: RegExp }[] = [
-  { name: "connection cut halfway through the 2nd PATCH", upstream: "serverless", rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB } }], maxResent: CHUNK },
-  { name: "connection cut halfway through the 2nd PATCH, before the registry", upstream: "registry", rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB } }], maxResent: CHUNK },
+  {
+    name: "connection cut halfway through the 2nd PATCH",
+    upstream: "serverless",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB } }],
+    maxResent: CHUNK,
+  },
+  {
+    name: "connection cut halfway through the 2nd PATCH, before the registry",
+    upstream: "registry",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB } }],
+    maxResent: CHUNK,
+  },
   // When the half body reaches distribution, it may drop the session (GET status answers 404, timing
   // decides): then the blob starts again in a new session, re-sending the chunk before it as well.
-  { name: "connection cut halfway through the 2nd PATCH, half of it reaching the registry", upstream: "registry", rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB, forward: true } }], maxResent: 2 * CHUNK, log: /chunk 2\/4 .*retrying from where the registry stands/ },
-  { name: "503 to the 3rd PATCH", upstream: "serverless", rules: [{ method: "PATCH", nth: 3, fault: { kind: "status", status: 503 } }], maxResent: CHUNK, log: /chunk 3\/4 .*HTTP 503; retrying from where the registry stands/ },
+  {
+    name: "connection cut halfway through the 2nd PATCH, half of it reaching the registry",
+    upstream: "registry",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "cut-body", after: 3 * MiB, forward: true } }],
+    maxResent: 2 * CHUNK,
+    log: /chunk 2\/4 .*retrying from where the registry stands/,
+  },
+  {
+    name: "503 to the 3rd PATCH",
+    upstream: "serverless",
+    rules: [{ method: "PATCH", nth: 3, fault: { kind: "status", status: 503 } }],
+    maxResent: CHUNK,
+    log: /chunk 3\/4 .*HTTP 503; retrying from where the registry stands/,
+  },
   { name: "503 to the 3rd PATCH", upstream: "registry", rules: [{ method: "PATCH", nth: 3, fault: { kind: "status", status: 503 } }], maxResent: CHUNK },
-  { name: "522 (Cloudflare HTML) to the 2nd PATCH", upstream: "serverless", rules: [{ method: "PATCH", nth: 2, fault: { kind: "status", status: 522 } }], maxResent: CHUNK },
-  { name: "429 Retry-After: 1 to the first POST", upstream: "serverless", rules: [{ method: "POST", nth: 1, fault: { kind: "status", status: 429, headers: { "Retry-After": "1" } } }], maxResent: 0, log: /HTTP 429; retrying in 1\.0 s/ },
-  { name: "429 Retry-After: 1 to the first PATCH", upstream: "registry", rules: [{ method: "PATCH", nth: 1, fault: { kind: "status", status: 429, headers: { "Retry-After": "1" } } }], maxResent: CHUNK, log: /HTTP 429; retrying from where the registry stands in 1\.0 s/ },
-  { name: "answer to the 2nd PATCH stalled past --timeout 2", upstream: "serverless", rules: [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 5000 } }], extra: ["--timeout", "2"], maxResent: CHUNK, log: /no progress for 2 s/ },
+  {
+    name: "522 (Cloudflare HTML) to the 2nd PATCH",
+    upstream: "serverless",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "status", status: 522 } }],
+    maxResent: CHUNK,
+  },
+  {
+    name: "429 Retry-After: 1 to the first POST",
+    upstream: "serverless",
+    rules: [{ method: "POST", nth: 1, fault: { kind: "status", status: 429, headers: { "Retry-After": "1" } } }],
+    maxResent: 0,
+    log: /HTTP 429; retrying in 1\.0 s/,
+  },
+  {
+    name: "429 Retry-After: 1 to the first PATCH",
+    upstream: "registry",
+    rules: [{ method: "PATCH", nth: 1, fault: { kind: "status", status: 429, headers: { "Retry-After": "1" } } }],
+    maxResent: CHUNK,
+    log: /HTTP 429; retrying from where the registry stands in 1\.0 s/,
+  },
+  {
+    name: "answer to the 2nd PATCH stalled past --timeout 2",
+    upstream: "serverless",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 5000 } }],
+    extra: ["--timeout", "2"],
+    maxResent: CHUNK,
+    log: /no progress for 2 s/,
+  },
   // distribution forgets a session whose PATCH landed but whose answer was lost (GET status answers
   // 404), so the blob starts again in a new session: the one case the issue allows more than a chunk.
-  { name: "answer to the 2nd PATCH stalled past --timeout 2", upstream: "registry", rules: [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 5000 } }], extra: ["--timeout", "2"], maxResent: 21 * MiB + CHUNK, log: /lost the upload session; uploading the blob again/ },
-  { name: "stale-state 416 with a fresh Location to the 2nd PATCH", upstream: "serverless", rules: [{ method: "PATCH", nth: 2, fault: { kind: "stale-416" } }], maxResent: CHUNK, log: /HTTP 416; retrying from where the registry stands/ },
+  {
+    name: "answer to the 2nd PATCH stalled past --timeout 2",
+    upstream: "registry",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 5000 } }],
+    extra: ["--timeout", "2"],
+    maxResent: 21 * MiB + CHUNK,
+    log: /lost the upload session; uploading the blob again/,
+  },
+  {
+    name: "stale-state 416 with a fresh Location to the 2nd PATCH",
+    upstream: "serverless",
+    rules: [{ method: "PATCH", nth: 2, fault: { kind: "stale-416" } }],
+    maxResent: CHUNK,
+    log: /HTTP 416; retrying from where the registry stands/,
+  },
   // One layer at a time, so the first PUT with a digest is the big layer's empty final PUT.
-  { name: "503 to the final PUT of the chunked layer", upstream: "serverless", rules: [{ method: "PUT", pathIncludes: "digest=", nth: 1, fault: { kind: "status", status: 503 } }], extra: ["--concurrency", "1"], maxResent: 0, log: /completing the chunked upload: HTTP 503; retrying/ },
-  { name: "503 to a monolithic PUT (the config)", upstream: "registry", rules: [{ method: "PUT", pathIncludes: "digest=", nth: 3, fault: { kind: "status", status: 503 } }], extra: ["--concurrency", "1"], maxResent: 1000, log: /config sha256:[a-f0-9]{12}: uploading in one request: HTTP 503; retrying in a new session/ },
-  { name: "connection reset on the manifest PUT", upstream: "registry", rules: [{ method: "PUT", pathIncludes: "/manifests/", nth: 1, times: 2, fault: { kind: "reset" } }], maxResent: 0 },
+  {
+    name: "503 to the final PUT of the chunked layer",
+    upstream: "serverless",
+    rules: [{ method: "PUT", pathIncludes: "digest=", nth: 1, fault: { kind: "status", status: 503 } }],
+    extra: ["--concurrency", "1"],
+    maxResent: 0,
+    log: /completing the chunked upload: HTTP 503; retrying/,
+  },
+  {
+    name: "503 to a monolithic PUT (the config)",
+    upstream: "registry",
+    rules: [{ method: "PUT", pathIncludes: "digest=", nth: 3, fault: { kind: "status", status: 503 } }],
+    extra: ["--concurrency", "1"],
+    maxResent: 1000,
+    log: /config sha256:[a-f0-9]{12}: uploading in one request: HTTP 503; retrying in a new session/,
+  },
+  {
+    name: "connection reset on the manifest PUT",
+    upstream: "registry",
+    rules: [{ method: "PUT", pathIncludes: "/manifests/", nth: 1, times: 2, fault: { kind: "reset" } }],
+    maxResent: 0,
+  },
 ];
 
 describe("faults: the push completes, the image verifies, at most one chunk is re-sent per fault", () => {
@@ -128,15 +205,23 @@ describe("faults that must fail the push", () => {
   test.each([
     [403, "DENIED", "requested access to the resource is denied", "(the user may not push to this repository (a read-only user?))"],
     [404, "NAME_UNKNOWN", "repository name not known to registry", ""],
-  ])("%d %s on POST: a clear message and no retry", async (status, code, message, hint) => {
-    const body = JSON.stringify({ errors: [{ code, message }] });
-    // One layer at a time, so the first refusal is the only POST: nothing is retried.
-    const push = await pushThrough("registry", [{ method: "POST", nth: 1, times: Infinity, fault: { kind: "status", status, body, contentType: "application/json" } }], ["--concurrency", "1"]);
-    expect(push.code).toBe(1);
-    expect(push.stderr).toContain(`opening an upload session: HTTP ${status} ${code}: ${message}${hint ? ` ${hint}` : ""}`);
-    expect(push.stderr).not.toContain("retrying");
-    expect(push.proxy.requests.filter((r) => r.method === "POST")).toHaveLength(1);
-  }, 60_000);
+  ])(
+    "%d %s on POST: a clear message and no retry",
+    async (status, code, message, hint) => {
+      const body = JSON.stringify({ errors: [{ code, message }] });
+      // One layer at a time, so the first refusal is the only POST: nothing is retried.
+      const push = await pushThrough(
+        "registry",
+        [{ method: "POST", nth: 1, times: Infinity, fault: { kind: "status", status, body, contentType: "application/json" } }],
+        ["--concurrency", "1"],
+      );
+      expect(push.code).toBe(1);
+      expect(push.stderr).toContain(`opening an upload session: HTTP ${status} ${code}: ${message}${hint ? ` ${hint}` : ""}`);
+      expect(push.stderr).not.toContain("retrying");
+      expect(push.proxy.requests.filter((r) => r.method === "POST")).toHaveLength(1);
+    },
+    60_000,
+  );
 });
 
 describe("interruption and the cache", () => {
@@ -162,7 +247,11 @@ describe("interruption and the cache", () => {
     expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
     proxy.clearRules();
 
-    const again = await runCli(["--archive", image.path, ref], { cwd, stdin: `${EMU.password}\n`, env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true" } });
+    const again = await runCli(["--archive", image.path, ref], {
+      cwd,
+      stdin: `${EMU.password}\n`,
+      env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true" },
+    });
     expect(again.code).toBe(0);
     expect(again.stderr).toContain("from .cache");
     await proxy.stop();
@@ -181,11 +270,14 @@ describe("interruption and the cache", () => {
     };
     const damage: [string, (path: string) => Promise<void>][] = [
       ["truncated", (path) => truncate(path, 1000)],
-      ["same size, one byte changed", async (path) => {
-        const bytes = new Uint8Array(await Bun.file(path).arrayBuffer());
-        bytes[5000] = (bytes[5000] ?? 0) ^ 1;
-        await writeFile(path, bytes);
-      }],
+      [
+        "same size, one byte changed",
+        async (path) => {
+          const bytes = new Uint8Array(await Bun.file(path).arrayBuffer());
+          bytes[5000] = (bytes[5000] ?? 0) ^ 1;
+          await writeFile(path, bytes);
+        },
+      ],
       ["missing (the -ptr names a file that is gone)", (path) => rm(path)],
     ];
     for (const [how, hurt] of damage) {
@@ -215,19 +307,23 @@ describe("interruption and the cache", () => {
     expect(push.stderr).toContain(`error: cannot create the cache folder ${join(cwd, ".cache")}`);
   }, 60_000);
 
-  test.skipIf(process.getuid?.() !== 0)("a full disk is named in a clear message and leaves no partial cache file", async () => {
-    const cwd = await makeTempDir("full-disk-");
-    const mounted = await run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", cwd]);
-    expect(mounted.code).toBe(0);
-    try {
-      const push = await pushThrough("serverless", [], [], cwd);
-      expect(push.code).toBe(1);
-      expect(push.stderr).toContain(`cannot compress layer 1/2 into ${join(cwd, ".cache")}`);
-      expect(push.stderr).toMatch(/ENOSPC|no space left/i);
-      expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
-    } finally {
-      await run(["umount", cwd]);
-      await rm(cwd, { recursive: true, force: true });
-    }
-  }, 60_000);
+  test.skipIf(process.getuid?.() !== 0)(
+    "a full disk is named in a clear message and leaves no partial cache file",
+    async () => {
+      const cwd = await makeTempDir("full-disk-");
+      const mounted = await run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", cwd]);
+      expect(mounted.code).toBe(0);
+      try {
+        const push = await pushThrough("serverless", [], [], cwd);
+        expect(push.code).toBe(1);
+        expect(push.stderr).toContain(`cannot compress layer 1/2 into ${join(cwd, ".cache")}`);
+        expect(push.stderr).toMatch(/ENOSPC|no space left/i);
+        expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+      } finally {
+        await run(["umount", cwd]);
+        await rm(cwd, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
 });

@@ -53,7 +53,7 @@ async function gzipped(path: string): Promise<string> {
   return `${path}.gz`;
 }
 
-const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** What every refused archive must leave behind: exit 1, no manifest sent, bounded memory. */
 function expectRefused(result: MeasuredRun, repository: string): void {
@@ -87,7 +87,7 @@ describe("a layer whose content is not the config's diff_id fails naming the lay
         expectRefused(result, repository);
         // A streamed uncompressed layer is named by its entry, as its progress line was.
         const label = streamed && c.compression === "none" ? "layer [0-9a-f]{12}" : "layer 2/2";
-        const source = escape(`archive ${path}${streamed ? " (gzip, read as a stream)" : ""}`);
+        const source = escapeRegExp(`archive ${path}${streamed ? " (gzip, read as a stream)" : ""}`);
         expect(result.lastLine).toMatch(
           new RegExp(
             `^error: ${label} of ${source} is not what the image says: its content hashes to ${lie.actualDiffId}, but the image config's diff_id is ${lie.claimedDiffId}$`,
@@ -117,7 +117,7 @@ describe("a compressed layer that is not valid gzip or zstd is refused", () => {
         expectRefused(result, repository);
         // 4 KiB of noise: a stream hands it on as it passes, named by its entry; in place it is layer 2/2.
         const label = streamed ? `layer ${/[a-f0-9]{12}/.exec(broken.entryName)?.[0]}` : "layer 2/2";
-        const source = escape(`archive ${path}${streamed ? " (gzip, read as a stream)" : ""}`);
+        const source = escapeRegExp(`archive ${path}${streamed ? " (gzip, read as a stream)" : ""}`);
         expect(result.lastLine).toMatch(
           new RegExp(`^error: ${label} of ${source} is not what the image says: its bytes are not valid ${c.compression} \\(${c.reason}\\)$`),
         );
@@ -234,15 +234,40 @@ describe("tar headers claiming absurd sizes: a clean 'corrupt' message, never an
   const UNREPRESENTABLE = "cannot be read (parsed number outside of javascript safe integer range)";
   type Case = { variant: AbsurdHeaderVariant; size: bigint; covered?: boolean; plain: string; streamed?: string };
   const cases: Case[] = [
-    { variant: "pax-header-size", size: EIGHT_GIB, plain: 'entry "PaxHeaders.0/manifest.json" ends past the end of the file', streamed: "a pax extended header at byte 0 claims 8589934592 bytes" },
+    {
+      variant: "pax-header-size",
+      size: EIGHT_GIB,
+      plain: 'entry "PaxHeaders.0/manifest.json" ends past the end of the file',
+      streamed: "a pax extended header at byte 0 claims 8589934592 bytes",
+    },
     { variant: "pax-header-size", size: EIGHT_GIB, covered: true, plain: "a pax extended header at byte 0 claims 8589934592 bytes" },
     { variant: "pax-header-size", size: HUGE, plain: `the header at byte 0 ${UNREPRESENTABLE}`, streamed: `the header at byte 0 ${UNREPRESENTABLE}` },
-    { variant: "pax-record-size", size: EIGHT_GIB, plain: 'entry "huge.bin" ends past the end of the file', streamed: 'the stream ends inside "huge.bin", which claims 8589934592 bytes' },
-    { variant: "pax-record-size", size: HUGE, plain: "the entry at byte 1024 has an impossible size", streamed: "the entry at byte 1024 has an impossible size" },
-    { variant: "gnu-longname-size", size: EIGHT_GIB, plain: 'entry "././@LongLink" ends past the end of the file', streamed: "a GNU long-name record at byte 0 claims 8589934592 bytes" },
+    {
+      variant: "pax-record-size",
+      size: EIGHT_GIB,
+      plain: 'entry "huge.bin" ends past the end of the file',
+      streamed: 'the stream ends inside "huge.bin", which claims 8589934592 bytes',
+    },
+    {
+      variant: "pax-record-size",
+      size: HUGE,
+      plain: "the entry at byte 1024 has an impossible size",
+      streamed: "the entry at byte 1024 has an impossible size",
+    },
+    {
+      variant: "gnu-longname-size",
+      size: EIGHT_GIB,
+      plain: 'entry "././@LongLink" ends past the end of the file',
+      streamed: "a GNU long-name record at byte 0 claims 8589934592 bytes",
+    },
     { variant: "gnu-longname-size", size: EIGHT_GIB, covered: true, plain: "a GNU long-name record at byte 0 claims 8589934592 bytes" },
     { variant: "gnu-longname-size", size: HUGE, plain: `the header at byte 0 ${UNREPRESENTABLE}`, streamed: `the header at byte 0 ${UNREPRESENTABLE}` },
-    { variant: "past-eof", size: EIGHT_GIB, plain: 'entry "zz-past-eof.bin" ends past the end of the file', streamed: 'the stream ends inside "zz-past-eof.bin", which claims 8589934592 bytes' },
+    {
+      variant: "past-eof",
+      size: EIGHT_GIB,
+      plain: 'entry "zz-past-eof.bin" ends past the end of the file',
+      streamed: 'the stream ends inside "zz-past-eof.bin", which claims 8589934592 bytes',
+    },
     { variant: "past-eof", size: HUGE, plain: `the header at byte 8704 ${UNREPRESENTABLE}`, streamed: `the header at byte 8704 ${UNREPRESENTABLE}` },
   ];
   for (const c of cases) {
@@ -277,7 +302,7 @@ describe("tar headers claiming absurd sizes: a clean 'corrupt' message, never an
     const result = await push(archive.path, repository);
     if (result.code !== 0) console.error(result.stderr);
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(new RegExp(`^${escape(`${registry.host}/${repository}:1@`)}sha256:[a-f0-9]{64}\n$`));
+    expect(result.stdout).toMatch(new RegExp(`^${escapeRegExp(`${registry.host}/${repository}:1@`)}sha256:[a-f0-9]{64}\n$`));
     expect(manifestPuts(registry.registry, repository)).toHaveLength(1);
     expect(result.peakKb).toBeLessThan(PEAK_RSS_LIMIT_KB);
     expect(result.elapsedMs).toBeLessThan(15_000);

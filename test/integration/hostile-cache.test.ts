@@ -12,7 +12,16 @@ import { spawnSync } from "node:child_process";
 import { cp, lstat, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, sha256Hex, type WrittenArchive, writeClassicDockerArchive } from "../support/fixtures.ts";
+import {
+  deterministicBytes,
+  digestOf,
+  makeConfig,
+  makeLayerTar,
+  makeTempDir,
+  sha256Hex,
+  type WrittenArchive,
+  writeClassicDockerArchive,
+} from "../support/fixtures.ts";
 import {
   type CachePointer,
   deadPid,
@@ -49,11 +58,18 @@ beforeAll(async () => {
     makeLayerTar({ "b/data.bin": deterministicBytes(200 * 1024, 9) }),
     makeLayerTar({ "c/small.txt": "a small layer\n" }),
   ];
-  archive = await writeClassicDockerArchive(join(dir, "image.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "hostile/cached:1" });
+  archive = await writeClassicDockerArchive(join(dir, "image.tar"), {
+    layers,
+    config: makeConfig(layers.map((l) => digestOf(l))),
+    repoTag: "hostile/cached:1",
+  });
   pristine = join(dir, "pristine-cache");
   const registry = await startHostileRegistry();
   try {
-    const first = await runHostileCli(["--cache-dir", pristine, "--archive", archive.path, `${registry.host}/${REPO}:1`], { env: { INSECURE_HTTP_PUSH: "true" }, home });
+    const first = await runHostileCli(["--cache-dir", pristine, "--archive", archive.path, `${registry.host}/${REPO}:1`], {
+      env: { INSECURE_HTTP_PUSH: "true" },
+      home,
+    });
     expect(first.code).toBe(0);
     cleanDigest = /@(sha256:[a-f0-9]{64})\n$/.exec(first.stdout)?.[1] ?? "";
   } finally {
@@ -210,7 +226,14 @@ describe("the daemon source: a push folder that lies", () => {
   /** The layer and config the fake engine's image is made of (hostile-archives.ts's honest layer). */
   const GOOD_LAYER = makeLayerTar({ "etc/good.txt": "an honest layer that matches its diff_id\n" });
 
-  async function daemonFixture(): Promise<{ folder: string; engineHome: string; claimedId: string; engine: Awaited<ReturnType<typeof writeFakeEngine>>; wrongBytes: Uint8Array<ArrayBuffer>; wrongPath: string }> {
+  async function daemonFixture(): Promise<{
+    folder: string;
+    engineHome: string;
+    claimedId: string;
+    engine: Awaited<ReturnType<typeof writeFakeEngine>>;
+    wrongBytes: Uint8Array<ArrayBuffer>;
+    wrongPath: string;
+  }> {
     const base = join(dir, `daemon-${++counter}`);
     const folder = join(base, "push");
     await mkdir(folder, { recursive: true });
@@ -232,7 +255,11 @@ describe("the daemon source: a push folder that lies", () => {
     await writeFile(running, "a save still running");
     const registry = await startHostileRegistry();
     try {
-      const result = await runHostileCli(["--engine", engine.path, `${registry.host}/${REPO}:1`], { env: { INSECURE_HTTP_PUSH: "true" }, home: engineHome, cwd: folder });
+      const result = await runHostileCli(["--engine", engine.path, `${registry.host}/${REPO}:1`], {
+        env: { INSECURE_HTTP_PUSH: "true" },
+        home: engineHome,
+        cwd: folder,
+      });
       if (result.code !== 0) console.error(result.stderr);
       expect(result.code).toBe(0);
       expect(result.stderr.split("\n")).toContain(
@@ -246,7 +273,11 @@ describe("the daemon source: a push folder that lies", () => {
       expect(pulled.diffIds).toEqual([digestOf(GOOD_LAYER)]);
       expect(result.stdout).toBe(`${registry.host}/${REPO}:1@${pulled.manifestDigest}\n`);
       // A second run reuses the new archive: it holds the image.
-      const again = await runHostileCli(["--engine", engine.path, `${registry.host}/${REPO}:1`], { env: { INSECURE_HTTP_PUSH: "true" }, home: join(engineHome, "other"), cwd: folder });
+      const again = await runHostileCli(["--engine", engine.path, `${registry.host}/${REPO}:1`], {
+        env: { INSECURE_HTTP_PUSH: "true" },
+        home: join(engineHome, "other"),
+        cwd: folder,
+      });
       expect(again.code).toBe(0);
       expect(again.stderr).toContain(`Reusing ${join(folder, `${claimedId}.tar`)} (image ${claimedId.slice(0, 12)})`);
       // The killed run's temp file is gone; the running one's is not.

@@ -12,7 +12,17 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { compressLayer, deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, MEDIA, type WrittenArchive, writeOciArchive } from "../support/fixtures.ts";
+import {
+  compressLayer,
+  deterministicBytes,
+  digestOf,
+  makeConfig,
+  makeLayerTar,
+  makeTempDir,
+  MEDIA,
+  type WrittenArchive,
+  writeOciArchive,
+} from "../support/fixtures.ts";
 import { manifestPuts, PEAK_RSS_LIMIT_KB, requestsFor, runHostileCli, type MeasuredRun } from "../support/hostile-cli.ts";
 import {
   endlessJsonError,
@@ -248,7 +258,9 @@ describe("bodies without end: bounded memory and a short, clear error", () => {
     });
     const result = await push(reg, ["--timeout", "2", "--retries", "1"]);
     expect(result.code).toBe(1);
-    expect(result.lastLine).toBe(`error: token service ${reg.foreign.url}: no progress for 2 s on the connection to ${reg.foreign.url} (gave up after 2 attempts)`);
+    expect(result.lastLine).toBe(
+      `error: token service ${reg.foreign.url}: no progress for 2 s on the connection to ${reg.foreign.url} (gave up after 2 attempts)`,
+    );
     const asked = reg.foreign.requests.filter((r) => r.route === "token");
     expect(asked).toHaveLength(2);
     // Each attempt is abandoned after the 2 s of silence, not a built-in 30 s or 120 s: generous bounds.
@@ -322,7 +334,9 @@ describe("a Range that never progresses: the upload gives up after --retries", (
     const result = await push(reg, ["--chunk-size", "1MiB", "--retries", "2"], { login: false });
     expect(result.code).toBe(1);
     expect(result.lastLine).toMatch(
-      new RegExp(`^error: ${layerLabel()}: chunk 1/2 \\(bytes \\d+-\\d+\\): the registry reports it holds bytes 0-\\d+, expected 0-\\d+ \\(gave up after 3 attempts\\)$`),
+      new RegExp(
+        `^error: ${layerLabel()}: chunk 1/2 \\(bytes \\d+-\\d+\\): the registry reports it holds bytes 0-\\d+, expected 0-\\d+ \\(gave up after 3 attempts\\)$`,
+      ),
     );
     // The first answer moved the high-water mark once; after that no answer did, so retries ran out.
     const patches = requestsFor(reg.registry, REPO).filter((r) => r.method === "PATCH");
@@ -416,7 +430,9 @@ describe("registry text reaches the terminal without control characters", () => 
     const result = await push(reg, ["--json"], { archive: small, login: false });
     expect(result.code).toBe(1);
     // The retry warning says what happened in our words only; the error quotes the registry, cleaned.
-    expect(result.stderr).toMatch(new RegExp(`\nwarning: ${layerLabel(small)}: opening an upload session: HTTP 503; retrying in [0-9.]+ s \\(attempt 2 of 6\\)\n`));
+    expect(result.stderr).toMatch(
+      new RegExp(`\nwarning: ${layerLabel(small)}: opening an upload session: HTTP 503; retrying in [0-9.]+ s \\(attempt 2 of 6\\)\n`),
+    );
     expect(result.lastLine).toStartWith(`error: manifest ${REPO}:1: upload failed: HTTP 400 MANIFEST_INVALID: HOSTILE-BEGIN red`);
     expect(result.stderr.match(/HOSTILE-BEGIN/g)).toHaveLength(2);
     const failure = JSON.parse(result.stdout) as { error: { message: string; exitCode: number } };

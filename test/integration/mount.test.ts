@@ -25,7 +25,6 @@ let registry: DockerRegistry;
 let proxy: FaultProxy;
 let emulator: Emulator;
 
-
 /** Folders of single tests, removed after the file even when a test failed half-way. */
 const temps: string[] = [];
 async function tempDir(prefix: string): Promise<string> {
@@ -36,7 +35,11 @@ async function tempDir(prefix: string): Promise<string> {
 
 beforeAll(async () => {
   work = await makeTempDir("mount-");
-  const layers = [makeLayerTar({ "data/big.bin": deterministicBytes(16 * MiB) }), makeLayerTar({ "etc/a": "mount me\n" }), makeLayerTar({ "etc/b": "me too\n" })];
+  const layers = [
+    makeLayerTar({ "data/big.bin": deterministicBytes(16 * MiB) }),
+    makeLayerTar({ "etc/a": "mount me\n" }),
+    makeLayerTar({ "etc/b": "me too\n" }),
+  ];
   [image, registry, emulator] = await Promise.all([
     writeClassicDockerArchive(join(work, "image.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))) }),
     startDockerRegistry(),
@@ -62,7 +65,14 @@ interface Target {
 }
 
 const targets = (): Target[] => [
-  { name: "docker-registry", host: proxy.host, pullHost: registry.host, username: registry.username, password: registry.password, requests: () => proxy.requests },
+  {
+    name: "docker-registry",
+    host: proxy.host,
+    pullHost: registry.host,
+    username: registry.username,
+    password: registry.password,
+    requests: () => proxy.requests,
+  },
   { name: "serverless emulation", host: emulator.host, pullHost: emulator.host, ...EMU, requests: () => emulator.requests },
 ];
 
@@ -84,7 +94,12 @@ async function expectAllMounted(target: Target, cwd: string, repository: string,
   expect(pulled.configDigest).toBe(image.configDigest);
   expect(pulled.diffIds).toEqual(image.diffIds);
   const blobs = [pulled.manifest.config.digest, ...pulled.manifest.layers.map((l) => l.digest)].sort();
-  expect(mounts(log).filter((m) => m.status === 201).map((m) => `${m.digest} from ${m.from}`).sort()).toEqual(blobs.map((d) => `${d} from ${from}`));
+  expect(
+    mounts(log)
+      .filter((m) => m.status === 201)
+      .map((m) => `${m.digest} from ${m.from}`)
+      .sort(),
+  ).toEqual(blobs.map((d) => `${d} from ${from}`));
   expect(log.filter((r) => r.method === "PATCH")).toEqual([]);
   expect(blobBodyBytes(log)).toBe(0);
   expect(result.stderr).toMatch(/(\d+) mounted/);
@@ -93,19 +108,27 @@ async function expectAllMounted(target: Target, cwd: string, repository: string,
 describe.each(["docker-registry", "serverless emulation"])("mounts against %s", (name) => {
   const target = () => targets().find((t) => t.name === name)!;
 
-  test("the same image to a second repository of the registry: every blob mounted, no bytes sent", async () => {
-    const cwd = await tempDir("mount-second-");
-    const first = await push(target(), cwd, "mount/first");
-    expect(first.code).toBe(0);
-    await expectAllMounted(target(), cwd, "mount/second", "mount/first");
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+  test(
+    "the same image to a second repository of the registry: every blob mounted, no bytes sent",
+    async () => {
+      const cwd = await tempDir("mount-second-");
+      const first = await push(target(), cwd, "mount/first");
+      expect(first.code).toBe(0);
+      await expectAllMounted(target(), cwd, "mount/second", "mount/first");
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 
-  test("--mount-from <repo> from a folder with an empty cache: every blob mounted, no bytes sent", async () => {
-    const seed = await tempDir("mount-seed-");
-    expect((await push(target(), seed, "mount/source")).code).toBe(0);
-    const empty = await tempDir("mount-empty-");
-    await expectAllMounted(target(), empty, "mount/elsewhere", "mount/source", ["--mount-from", "mount/source"]);
-    await Promise.all([rm(seed, { recursive: true, force: true }), rm(empty, { recursive: true, force: true })]);
-  }, SLOW);
+  test(
+    "--mount-from <repo> from a folder with an empty cache: every blob mounted, no bytes sent",
+    async () => {
+      const seed = await tempDir("mount-seed-");
+      expect((await push(target(), seed, "mount/source")).code).toBe(0);
+      const empty = await tempDir("mount-empty-");
+      await expectAllMounted(target(), empty, "mount/elsewhere", "mount/source", ["--mount-from", "mount/source"]);
+      await Promise.all([rm(seed, { recursive: true, force: true }), rm(empty, { recursive: true, force: true })]);
+    },
+    SLOW,
+  );
 });

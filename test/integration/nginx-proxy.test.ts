@@ -84,87 +84,110 @@ for (const kind of ["absolute", "relative"] as const) {
     const proxy = (): BodyLimitProxy => need(kind === "absolute" ? absProxy : relProxy, "proxy");
     const registry = (): DockerRegistry => need(kind === "absolute" ? absRegistry : relRegistry, "registry");
 
-    test("a body of exactly the limit streams through in a PATCH; one byte more gets nginx's 413", async () => {
-      const p = proxy();
-      const reg = registry();
-      const body = deterministicBytes(p.maxBodyBytes, 7);
-      const location = await openSession(p, reg, "limit/ok");
-      if (kind === "absolute") expect(location.startsWith(`${p.url}/v2/limit/ok/blobs/uploads/`)).toBe(true);
-      else expect(location.startsWith("/v2/limit/ok/blobs/uploads/")).toBe(true);
+    test(
+      "a body of exactly the limit streams through in a PATCH; one byte more gets nginx's 413",
+      async () => {
+        const p = proxy();
+        const reg = registry();
+        const body = deterministicBytes(p.maxBodyBytes, 7);
+        const location = await openSession(p, reg, "limit/ok");
+        if (kind === "absolute") expect(location.startsWith(`${p.url}/v2/limit/ok/blobs/uploads/`)).toBe(true);
+        else expect(location.startsWith("/v2/limit/ok/blobs/uploads/")).toBe(true);
 
-      const patch = await fetch(resolveLocation(p, location), {
-        method: "PATCH",
-        headers: { Authorization: basic(reg), "Content-Type": "application/octet-stream", "Content-Range": `0-${body.length - 1}` },
-        body,
-      });
-      await patch.arrayBuffer();
-      expect(patch.status).toBe(202);
-      expect(patch.headers.get("range")).toBe(`0-${body.length - 1}`);
-      const next = patch.headers.get("location") ?? "";
-      const digest = digestOf(body);
-      const put = await fetch(`${resolveLocation(p, next)}${next.includes("?") ? "&" : "?"}digest=${digest}`, {
-        method: "PUT",
-        headers: { Authorization: basic(reg), "Content-Length": "0" },
-      });
-      await put.arrayBuffer();
-      expect(put.status).toBe(201);
-      const head = await fetch(`${p.url}/v2/limit/ok/blobs/${digest}`, { method: "HEAD", headers: { Authorization: basic(reg) } });
-      expect(head.status).toBe(200);
-      expect(head.headers.get("content-length")).toBe(String(body.length));
-      // Streamed, not spooled: nginx wrote no request-body temp file.
-      expect(await readdir(join(p.dir, "tmp", "client_body")).catch(() => [])).toEqual([]);
+        const patch = await fetch(resolveLocation(p, location), {
+          method: "PATCH",
+          headers: { Authorization: basic(reg), "Content-Type": "application/octet-stream", "Content-Range": `0-${body.length - 1}` },
+          body,
+        });
+        await patch.arrayBuffer();
+        expect(patch.status).toBe(202);
+        expect(patch.headers.get("range")).toBe(`0-${body.length - 1}`);
+        const next = patch.headers.get("location") ?? "";
+        const digest = digestOf(body);
+        const put = await fetch(`${resolveLocation(p, next)}${next.includes("?") ? "&" : "?"}digest=${digest}`, {
+          method: "PUT",
+          headers: { Authorization: basic(reg), "Content-Length": "0" },
+        });
+        await put.arrayBuffer();
+        expect(put.status).toBe(201);
+        const head = await fetch(`${p.url}/v2/limit/ok/blobs/${digest}`, { method: "HEAD", headers: { Authorization: basic(reg) } });
+        expect(head.status).toBe(200);
+        expect(head.headers.get("content-length")).toBe(String(body.length));
+        // Streamed, not spooled: nginx wrote no request-body temp file.
+        expect(await readdir(join(p.dir, "tmp", "client_body")).catch(() => [])).toEqual([]);
 
-      const over = deterministicBytes(p.maxBodyBytes + 1, 8);
-      const overLocation = await openSession(p, reg, "limit/over");
-      const refused = await fetch(resolveLocation(p, overLocation), {
-        method: "PATCH",
-        headers: { Authorization: basic(reg), "Content-Type": "application/octet-stream", "Content-Range": `0-${over.length - 1}` },
-        body: over,
-      });
-      const html = await refused.text();
-      expect(refused.status).toBe(413);
-      expect(refused.headers.get("content-type")).toContain("text/html");
-      expect(html).toContain("413 Request Entity Too Large");
-      expect(html).toContain("nginx");
-      expect(await readFile(p.errorLogPath, "utf8")).toContain("client intended to send too large body");
+        const over = deterministicBytes(p.maxBodyBytes + 1, 8);
+        const overLocation = await openSession(p, reg, "limit/over");
+        const refused = await fetch(resolveLocation(p, overLocation), {
+          method: "PATCH",
+          headers: { Authorization: basic(reg), "Content-Type": "application/octet-stream", "Content-Range": `0-${over.length - 1}` },
+          body: over,
+        });
+        const html = await refused.text();
+        expect(refused.status).toBe(413);
+        expect(refused.headers.get("content-type")).toContain("text/html");
+        expect(html).toContain("413 Request Entity Too Large");
+        expect(html).toContain("nginx");
+        expect(await readFile(p.errorLogPath, "utf8")).toContain("client intended to send too large body");
 
-      await p.waitForRequest((e) => e.method === "PATCH" && e.status === 413);
-      const patches = (await p.requests()).filter((e) => e.method === "PATCH");
-      expect(patches.map((e) => [e.status, e.upstreamStatus])).toEqual([
-        [202, 202],
-        [413, null],
-      ]);
-      expect(patches[0]?.requestLength).toBeGreaterThan(p.maxBodyBytes);
-      // The registry never saw the refused PATCH: its session is still empty.
-      const status = await fetch(resolveLocation(p, overLocation), { headers: { Authorization: basic(reg) } });
-      await status.arrayBuffer();
-      expect(status.status).toBe(204);
-      expect(status.headers.get("range")).toBe("0-0");
-    }, SLOW);
+        await p.waitForRequest((e) => e.method === "PATCH" && e.status === 413);
+        const patches = (await p.requests()).filter((e) => e.method === "PATCH");
+        expect(patches.map((e) => [e.status, e.upstreamStatus])).toEqual([
+          [202, 202],
+          [413, null],
+        ]);
+        expect(patches[0]?.requestLength).toBeGreaterThan(p.maxBodyBytes);
+        // The registry never saw the refused PATCH: its session is still empty.
+        const status = await fetch(resolveLocation(p, overLocation), { headers: { Authorization: basic(reg) } });
+        await status.arrayBuffer();
+        expect(status.status).toBe(204);
+        expect(status.headers.get("range")).toBe("0-0");
+      },
+      SLOW,
+    );
 
-    test("skopeo pushes and pulls a small image through the proxy", async () => {
-      const p = proxy();
-      const reg = registry();
-      const archive = await writeDocker25Archive(join(need(work, "work"), `small-${kind}.tar`), makeSampleImage({ bigBytes: 256 * 1024 }));
-      const ref = `${p.host}/through/proxy:1`;
-      await skopeoPush({ source: `docker-archive:${archive.path}`, ref, username: reg.username, password: reg.password });
-      const pulled = await pullAndVerify({ ref, username: reg.username, password: reg.password, tlsVerify: false });
-      expect(pulled.configDigest).toBe(archive.configDigest);
-    }, SLOW);
+    test(
+      "skopeo pushes and pulls a small image through the proxy",
+      async () => {
+        const p = proxy();
+        const reg = registry();
+        const archive = await writeDocker25Archive(join(need(work, "work"), `small-${kind}.tar`), makeSampleImage({ bigBytes: 256 * 1024 }));
+        const ref = `${p.host}/through/proxy:1`;
+        await skopeoPush({ source: `docker-archive:${archive.path}`, ref, username: reg.username, password: reg.password });
+        const pulled = await pullAndVerify({ ref, username: reg.username, password: reg.password, tlsVerify: false });
+        expect(pulled.configDigest).toBe(archive.configDigest);
+      },
+      SLOW,
+    );
   });
 }
 
-test("skopeo's one streaming PATCH of a layer over the limit is refused with 413", async () => {
-  const p = need(absProxy, "proxy");
-  const reg = need(absRegistry, "registry");
-  const layer = makeLayerTar({ "big.bin": deterministicBytes(p.maxBodyBytes * 2, 9) });
-  const archive = await writeDocker25Archive(join(need(work, "work"), "big.tar"), { layers: [layer], repoTag: "big/one:1" });
-  const res = await skopeoRun([
-    "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", `${reg.username}:${reg.password}`,
-    "--dest-compress-format", "zstd", "--dest-compress-level", "1",
-    `docker-archive:${archive.path}`, `docker://${p.host}/too/big:1`,
-  ], { timeoutMs: SLOW });
-  expect(res.code).not.toBe(0);
-  expect(res.stderr).toMatch(/413|Request Entity Too Large/);
-  await p.waitForRequest((e) => e.method === "PATCH" && e.status === 413 && e.uri.startsWith("/v2/too/big/"));
-}, SLOW);
+test(
+  "skopeo's one streaming PATCH of a layer over the limit is refused with 413",
+  async () => {
+    const p = need(absProxy, "proxy");
+    const reg = need(absRegistry, "registry");
+    const layer = makeLayerTar({ "big.bin": deterministicBytes(p.maxBodyBytes * 2, 9) });
+    const archive = await writeDocker25Archive(join(need(work, "work"), "big.tar"), { layers: [layer], repoTag: "big/one:1" });
+    const res = await skopeoRun(
+      [
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        `${reg.username}:${reg.password}`,
+        "--dest-compress-format",
+        "zstd",
+        "--dest-compress-level",
+        "1",
+        `docker-archive:${archive.path}`,
+        `docker://${p.host}/too/big:1`,
+      ],
+      { timeoutMs: SLOW },
+    );
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(/413|Request Entity Too Large/);
+    await p.waitForRequest((e) => e.method === "PATCH" && e.status === 413 && e.uri.startsWith("/v2/too/big/"));
+  },
+  SLOW,
+);

@@ -114,7 +114,10 @@ describe("push to docker-registry with Basic auth", () => {
     for (const digest of blobs) expect(other.stderr).toMatch(new RegExp(`sha256:${digest.slice(7, 19)}: already present \\(mounted\\)\\n`));
     expect(other.stderr).toContain("5 blobs: 0 pushed, 5 mounted, 0 already present; 0 bytes sent");
     // What the registry saw (its access log): one cross-repository mount per blob, answered 201, and no upload.
-    const access = (await Bun.file(registry.logPath).text()).slice(logBefore).split("\n").filter((l) => l.startsWith("127.0.0.1 - - "));
+    const access = (await Bun.file(registry.logPath).text())
+      .slice(logBefore)
+      .split("\n")
+      .filter((l) => l.startsWith("127.0.0.1 - - "));
     const mounts = access.filter((l) => l.includes('"POST /v2/e2e/other/blobs/uploads/?mount='));
     expect(mounts.map((l) => /mount=sha256%3A([a-f0-9]{64})&from=e2e%2Fapp HTTP\/1\.1" 201 /.exec(l)?.[1]).sort()).toEqual(blobs.map((d) => d.slice(7)).sort());
     expect(access.filter((l) => /"(PATCH|PUT) \/v2\/e2e\/other\/blobs\//.test(l))).toEqual([]);
@@ -273,7 +276,9 @@ describe("the docker save path (docker CLI in front of podman's Docker API)", ()
       expect(result.code).toBe(0);
       expect(result.stderr).toContain(`${target} (image ${id.slice(0, 12)}): every layer is in ${join(cwd, ".cache")}, no save needed\n`);
       expect(result.stderr).toMatch(
-        new RegExp(`\\nwarning: layer 1/5: the cached blob ${layer} holds other bytes \\(they hash to sha256:[a-f0-9]{64}\\); it was removed from ${join(cwd, ".cache")}; saving the image again to repair the cache\\n`),
+        new RegExp(
+          `\\nwarning: layer 1/5: the cached blob ${layer} holds other bytes \\(they hash to sha256:[a-f0-9]{64}\\); it was removed from ${join(cwd, ".cache")}; saving the image again to repair the cache\\n`,
+        ),
       );
       expect(result.stderr).toContain(`Saving ${target} (image ${id.slice(0, 12)}) with docker save, reading it as it comes\n`);
       const pulled = await pullAndVerify({ ref: target, tlsVerify: false });

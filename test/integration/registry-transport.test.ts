@@ -77,7 +77,9 @@ test("INSECURE_HTTP_PUSH against a real registry's TLS port says it speaks https
   const registry = await tlsDockerRegistry();
   const result = await runCleanCli([...ARCHIVE, `${registry.host}/app:1`], { env: USER, stdin: PASSWORD });
   expect(result.code).toBe(1);
-  expect(result.stderr).toBe(`error: registry ${registry.host} answers over https, not plain http: unset INSECURE_HTTP_PUSH (and drop --insecure) to push to it\n`);
+  expect(result.stderr).toBe(
+    `error: registry ${registry.host} answers over https, not plain http: unset INSECURE_HTTP_PUSH (and drop --insecure) to push to it\n`,
+  );
 }, 30_000);
 
 test("a silent token service gives up within --timeout 2 and --retries 1", async () => {

@@ -33,7 +33,6 @@ let work: string;
 let oneBig: WrittenArchive;
 let twoBig: WrittenArchive;
 
-
 /** Folders of single tests, removed after the file even when a test failed half-way. */
 const temps: string[] = [];
 async function tempDir(prefix: string): Promise<string> {
@@ -47,7 +46,11 @@ beforeAll(async () => {
   // Random bytes do not compress: 40 MiB go in seven 6 MiB chunks.
   const layers = [makeLayerTar({ "data/noise.bin": randomBytes(40 * MiB) }), makeLayerTar({ "etc/motd": "resume\n" })];
   oneBig = await writeClassicDockerArchive(join(work, "one.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "resume/one:1" });
-  const two = [makeLayerTar({ "data/a.bin": randomBytes(30 * MiB) }), makeLayerTar({ "data/b.bin": randomBytes(30 * MiB) }), makeLayerTar({ "etc/motd": "two\n" })];
+  const two = [
+    makeLayerTar({ "data/a.bin": randomBytes(30 * MiB) }),
+    makeLayerTar({ "data/b.bin": randomBytes(30 * MiB) }),
+    makeLayerTar({ "etc/motd": "two\n" }),
+  ];
   twoBig = await writeClassicDockerArchive(join(work, "two.tar"), { layers: two, config: makeConfig(two.map((l) => digestOf(l))) });
 }, SLOW);
 
@@ -123,54 +126,73 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
     expect(await run.child.exited).not.toBe(0);
   }
 
-  test("an archive read in place: the second run re-sends at most one chunk", async () => {
-    const cwd = await tempDir("resume-emu-");
-    const ref = `${emulator.host}/resume/one:1`;
-    const first = start(["--archive", oneBig.path, ref], cwd, EMU);
-    await killAfter(first, 1, 3);
-    expect(await uploadRecords(cwd)).toHaveLength(1);
+  test(
+    "an archive read in place: the second run re-sends at most one chunk",
+    async () => {
+      const cwd = await tempDir("resume-emu-");
+      const ref = `${emulator.host}/resume/one:1`;
+      const first = start(["--archive", oneBig.path, ref], cwd, EMU);
+      await killAfter(first, 1, 3);
+      expect(await uploadRecords(cwd)).toHaveLength(1);
 
-    const again = await runCli(["--archive", oneBig.path, ref], { cwd, stdin: `${EMU.password}\n`, env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
-    expect(again.code).toBe(0);
-    const at = Number(/resuming the interrupted upload at byte (\d+)/.exec(again.stderr)?.[1]);
-    expect(at).toBeGreaterThanOrEqual(3 * CHUNK);
-    expect(at % CHUNK).toBe(0);
-    expect(emulator.violations).toEqual([]);
-    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(oneBig.diffIds);
-    const extra = resent(emulator.requests.filter((r) => r.path.startsWith("/v2/resume/one/")), pulled);
-    expect(extra).toBeGreaterThanOrEqual(0);
-    expect(extra).toBeLessThanOrEqual(CHUNK);
-    expect(await uploadRecords(cwd)).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+      const again = await runCli(["--archive", oneBig.path, ref], {
+        cwd,
+        stdin: `${EMU.password}\n`,
+        env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
+      });
+      expect(again.code).toBe(0);
+      const at = Number(/resuming the interrupted upload at byte (\d+)/.exec(again.stderr)?.[1]);
+      expect(at).toBeGreaterThanOrEqual(3 * CHUNK);
+      expect(at % CHUNK).toBe(0);
+      expect(emulator.violations).toEqual([]);
+      const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(oneBig.diffIds);
+      const extra = resent(
+        emulator.requests.filter((r) => r.path.startsWith("/v2/resume/one/")),
+        pulled,
+      );
+      expect(extra).toBeGreaterThanOrEqual(0);
+      expect(extra).toBeLessThanOrEqual(CHUNK);
+      expect(await uploadRecords(cwd)).toEqual([]);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 
-  test("a .tar.gz read as a stream with two big layers: the interrupted one resumes its own session", async () => {
-    const cwd = await tempDir("resume-gz-");
-    const gz = await compressArchive(twoBig.path, "gzip", join(work, "two.tar.gz"));
-    const ref = `${emulator.host}/resume/two:1`;
-    const mine = () => emulator.requests.filter((r) => r.path.startsWith("/v2/resume/two/"));
-    const first = start(["--archive", gz, ref], cwd, EMU);
-    // The stream hands the layers over one after the other: killed in the second one's upload.
-    await killAfter(first, 2, 2);
-    expect(await uploadRecords(cwd)).not.toEqual([]);
-    const interrupted = uploadSessions(mine()).filter((s) => s.put === undefined && s.patches.length > 0);
-    expect(interrupted).toHaveLength(1);
+  test(
+    "a .tar.gz read as a stream with two big layers: the interrupted one resumes its own session",
+    async () => {
+      const cwd = await tempDir("resume-gz-");
+      const gz = await compressArchive(twoBig.path, "gzip", join(work, "two.tar.gz"));
+      const ref = `${emulator.host}/resume/two:1`;
+      const mine = () => emulator.requests.filter((r) => r.path.startsWith("/v2/resume/two/"));
+      const first = start(["--archive", gz, ref], cwd, EMU);
+      // The stream hands the layers over one after the other: killed in the second one's upload.
+      await killAfter(first, 2, 2);
+      expect(await uploadRecords(cwd)).not.toEqual([]);
+      const interrupted = uploadSessions(mine()).filter((s) => s.put === undefined && s.patches.length > 0);
+      expect(interrupted).toHaveLength(1);
 
-    const again = await runCli(["--archive", gz, ref], { cwd, stdin: `${EMU.password}\n`, env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
-    expect(again.code).toBe(0);
-    expect([...again.stderr.matchAll(/resuming the interrupted upload at byte (\d+)/g)]).toHaveLength(1);
-    expect(emulator.violations).toEqual([]);
-    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(twoBig.diffIds);
-    // The interrupted session was continued and completed with that layer, re-sending at most one chunk.
-    const resumed = uploadSessions(mine()).find((s) => s.uuid === interrupted[0]!.uuid)!;
-    const layer = pulled.manifest.layers.find((l) => l.digest === resumed.digest);
-    expect(layer).toBeDefined();
-    expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
-    expect(await uploadRecords(cwd)).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+      const again = await runCli(["--archive", gz, ref], {
+        cwd,
+        stdin: `${EMU.password}\n`,
+        env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
+      });
+      expect(again.code).toBe(0);
+      expect([...again.stderr.matchAll(/resuming the interrupted upload at byte (\d+)/g)]).toHaveLength(1);
+      expect(emulator.violations).toEqual([]);
+      const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(twoBig.diffIds);
+      // The interrupted session was continued and completed with that layer, re-sending at most one chunk.
+      const resumed = uploadSessions(mine()).find((s) => s.uuid === interrupted[0]!.uuid)!;
+      const layer = pulled.manifest.layers.find((l) => l.digest === resumed.digest);
+      expect(layer).toBeDefined();
+      expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
+      expect(await uploadRecords(cwd)).toEqual([]);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 });
 
 describe("SIGKILL during a push streamed from docker save, then run again from the cache record", () => {
@@ -186,38 +208,54 @@ describe("SIGKILL during a push streamed from docker save, then run again from t
     await Promise.allSettled([proxy?.stop(), emulator?.stop(), dockerd?.stop()]);
   }, SLOW);
 
-  test("the second run needs no save and continues the session the streamed upload left", async () => {
-    const cwd = await tempDir("resume-daemon-");
-    const ref = `${proxy.host}/resume/daemon:1`;
-    await dockerd.dockerOk(["tag", oneBig.repoTag, ref]);
-    const env = { DOCKER_HOST: dockerd.dockerHost, DOCKER_CONFIG: join(dockerd.dir, "docker-config") };
-    // The 4th chunk reaches the registry but its answer is held: the save and the compression end
-    // meanwhile (the image record is written), and the run is killed before it learns of that chunk.
-    proxy.addRule({ method: "PATCH", nth: 4, fault: { kind: "stall", ms: 120_000 } });
-    const first = start(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
-    try {
-      await waitFor(async () => (await readdir(join(cwd, ".cache", "images")).catch(() => [])).length > 0 && proxy.requests.filter((r) => r.method === "PATCH").length >= 4, 60_000, "the image record and the 4th chunk");
-    } finally {
-      first.child.kill("SIGKILL");
-    }
-    await first.child.exited;
-    proxy.clearRules();
-    expect(await uploadRecords(cwd)).not.toEqual([]);
+  test(
+    "the second run needs no save and continues the session the streamed upload left",
+    async () => {
+      const cwd = await tempDir("resume-daemon-");
+      const ref = `${proxy.host}/resume/daemon:1`;
+      await dockerd.dockerOk(["tag", oneBig.repoTag, ref]);
+      const env = { DOCKER_HOST: dockerd.dockerHost, DOCKER_CONFIG: join(dockerd.dir, "docker-config") };
+      // The 4th chunk reaches the registry but its answer is held: the save and the compression end
+      // meanwhile (the image record is written), and the run is killed before it learns of that chunk.
+      proxy.addRule({ method: "PATCH", nth: 4, fault: { kind: "stall", ms: 120_000 } });
+      const first = start(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
+      try {
+        await waitFor(
+          async () =>
+            (await readdir(join(cwd, ".cache", "images")).catch(() => [])).length > 0 && proxy.requests.filter((r) => r.method === "PATCH").length >= 4,
+          60_000,
+          "the image record and the 4th chunk",
+        );
+      } finally {
+        first.child.kill("SIGKILL");
+      }
+      await first.child.exited;
+      proxy.clearRules();
+      expect(await uploadRecords(cwd)).not.toEqual([]);
 
-    const mark = dockerd.apiCalls().length;
-    const again = await runCli(["--engine", DOCKER_CLI, ref], { cwd, stdin: `${EMU.password}\n`, env: { ...env, USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
-    expect(again.code).toBe(0);
-    expect(again.stderr).toContain("no save needed");
-    expect(dockerd.apiCalls().slice(mark).filter(isSaveCall)).toEqual([]);
-    // The registry holds four chunks (the held one included): the run continues after them.
-    expect(again.stderr).toContain(`resuming the interrupted upload at byte ${4 * CHUNK}`);
-    expect(emulator.violations).toEqual([]);
-    const pulled = await pullAndVerify({ ref: `${emulator.host}/resume/daemon:1`, ...EMU, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(oneBig.diffIds);
-    const extra = resent(emulator.requests.filter((r) => r.path.startsWith("/v2/resume/daemon/")), pulled);
-    expect(extra).toBeLessThanOrEqual(CHUNK);
-    expect(await uploadRecords(cwd)).toEqual([]);
-  }, SLOW);
+      const mark = dockerd.apiCalls().length;
+      const again = await runCli(["--engine", DOCKER_CLI, ref], {
+        cwd,
+        stdin: `${EMU.password}\n`,
+        env: { ...env, USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
+      });
+      expect(again.code).toBe(0);
+      expect(again.stderr).toContain("no save needed");
+      expect(dockerd.apiCalls().slice(mark).filter(isSaveCall)).toEqual([]);
+      // The registry holds four chunks (the held one included): the run continues after them.
+      expect(again.stderr).toContain(`resuming the interrupted upload at byte ${4 * CHUNK}`);
+      expect(emulator.violations).toEqual([]);
+      const pulled = await pullAndVerify({ ref: `${emulator.host}/resume/daemon:1`, ...EMU, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(oneBig.diffIds);
+      const extra = resent(
+        emulator.requests.filter((r) => r.path.startsWith("/v2/resume/daemon/")),
+        pulled,
+      );
+      expect(extra).toBeLessThanOrEqual(CHUNK);
+      expect(await uploadRecords(cwd)).toEqual([]);
+    },
+    SLOW,
+  );
 });
 
 describe("SIGKILL, then run again, against docker-registry", () => {
@@ -249,56 +287,73 @@ describe("SIGKILL, then run again, against docker-registry", () => {
   }
 
   const again = (cwd: string, ref: string, user: { username: string; password: string }) =>
-    runCli(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], { cwd, stdin: `${user.password}\n`, env: { USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") } });
+    runCli(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], {
+      cwd,
+      stdin: `${user.password}\n`,
+      env: { USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
+    });
 
-  test("a chunk cut mid-body, then the kill: the next run continues the session or starts the blob over, cleanly", async () => {
-    const cwd = await tempDir("resume-reg-");
-    const ref = `${proxy.host}/resume/cut:1`;
-    const user = { username: registry.username, password: registry.password };
-    await killedMidChunk(cwd, ref, user);
+  test(
+    "a chunk cut mid-body, then the kill: the next run continues the session or starts the blob over, cleanly",
+    async () => {
+      const cwd = await tempDir("resume-reg-");
+      const ref = `${proxy.host}/resume/cut:1`;
+      const user = { username: registry.username, password: registry.password };
+      await killedMidChunk(cwd, ref, user);
 
-    const before = proxy.requests.length;
-    const second = await again(cwd, ref, user);
-    expect(second.code).toBe(0);
-    const pulled = await pullAndVerify({ ref: `${registry.host}/resume/cut:1`, ...user, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(oneBig.diffIds);
-    const big = pulled.manifest.layers.reduce((a, b) => (b.size > a.size ? b : a));
-    // distribution 2.8 either drops the cut body and keeps the session (seen most runs here) or loses
-    // the session, depending on where its write stood when the connection broke.
-    if (second.stderr.includes("resuming the interrupted upload")) {
-      expect(second.stderr).toContain(`resuming the interrupted upload at byte ${2 * CHUNK}`);
-      // Over both runs: the blobs plus the cut part of the third chunk, no more.
-      const extra = resent(proxy.requests.filter((r) => r.path.startsWith("/v2/resume/cut/")), pulled);
-      expect(extra).toBeGreaterThan(0);
-      expect(extra).toBeLessThanOrEqual(CHUNK);
-    } else {
-      expect(second.stderr).toMatch(/the registry no longer has the interrupted upload; starting it again|cannot be continued with today's chunk limits; starting it again/);
+      const before = proxy.requests.length;
+      const second = await again(cwd, ref, user);
+      expect(second.code).toBe(0);
+      const pulled = await pullAndVerify({ ref: `${registry.host}/resume/cut:1`, ...user, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(oneBig.diffIds);
+      const big = pulled.manifest.layers.reduce((a, b) => (b.size > a.size ? b : a));
+      // distribution 2.8 either drops the cut body and keeps the session (seen most runs here) or loses
+      // the session, depending on where its write stood when the connection broke.
+      if (second.stderr.includes("resuming the interrupted upload")) {
+        expect(second.stderr).toContain(`resuming the interrupted upload at byte ${2 * CHUNK}`);
+        // Over both runs: the blobs plus the cut part of the third chunk, no more.
+        const extra = resent(
+          proxy.requests.filter((r) => r.path.startsWith("/v2/resume/cut/")),
+          pulled,
+        );
+        expect(extra).toBeGreaterThan(0);
+        expect(extra).toBeLessThanOrEqual(CHUNK);
+      } else {
+        expect(second.stderr).toMatch(
+          /the registry no longer has the interrupted upload; starting it again|cannot be continued with today's chunk limits; starting it again/,
+        );
+        const sessions = uploadSessions(proxy.requests.slice(before)).filter((s) => s.digest === big.digest);
+        expect(sessions.map((s) => s.bytes)).toEqual([big.size]);
+      }
+      expect(await uploadRecords(cwd)).toEqual([]);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
+
+  test(
+    "a session the registry lost (its upload folder purged): the next run starts the blob over cleanly",
+    async () => {
+      const cwd = await tempDir("resume-lost-");
+      const ref = `${proxy.host}/resume/lost:1`;
+      const user = { username: registry.username, password: registry.password };
+      await killedMidChunk(cwd, ref, user);
+      // What distribution's upload purging does to a stale session.
+      await rm(join(registry.storageDir, "docker", "registry", "v2", "repositories", "resume", "lost", "_uploads"), { recursive: true });
+
+      const before = proxy.requests.length;
+      const second = await again(cwd, ref, user);
+      expect(second.code).toBe(0);
+      expect(second.stderr).toContain("the registry no longer has the interrupted upload; starting it again");
+      const pulled = await pullAndVerify({ ref: `${registry.host}/resume/lost:1`, ...user, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(oneBig.diffIds);
+      // Started over: the second run sent the big layer once, in one new session.
+      const big = pulled.manifest.layers.reduce((a, b) => (b.size > a.size ? b : a));
       const sessions = uploadSessions(proxy.requests.slice(before)).filter((s) => s.digest === big.digest);
       expect(sessions.map((s) => s.bytes)).toEqual([big.size]);
-    }
-    expect(await uploadRecords(cwd)).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
-
-  test("a session the registry lost (its upload folder purged): the next run starts the blob over cleanly", async () => {
-    const cwd = await tempDir("resume-lost-");
-    const ref = `${proxy.host}/resume/lost:1`;
-    const user = { username: registry.username, password: registry.password };
-    await killedMidChunk(cwd, ref, user);
-    // What distribution's upload purging does to a stale session.
-    await rm(join(registry.storageDir, "docker", "registry", "v2", "repositories", "resume", "lost", "_uploads"), { recursive: true });
-
-    const before = proxy.requests.length;
-    const second = await again(cwd, ref, user);
-    expect(second.code).toBe(0);
-    expect(second.stderr).toContain("the registry no longer has the interrupted upload; starting it again");
-    const pulled = await pullAndVerify({ ref: `${registry.host}/resume/lost:1`, ...user, tlsVerify: false });
-    expect(pulled.diffIds).toEqual(oneBig.diffIds);
-    // Started over: the second run sent the big layer once, in one new session.
-    const big = pulled.manifest.layers.reduce((a, b) => (b.size > a.size ? b : a));
-    const sessions = uploadSessions(proxy.requests.slice(before)).filter((s) => s.digest === big.digest);
-    expect(sessions.map((s) => s.bytes)).toEqual([big.size]);
-    expect(await uploadRecords(cwd)).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+      expect(await uploadRecords(cwd)).toEqual([]);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 });

@@ -24,7 +24,6 @@ let work: string;
 let image: WrittenArchive;
 let emulator: Emulator | undefined;
 
-
 /** Folders of single tests, removed after the file even when a test failed half-way. */
 const temps: string[] = [];
 async function tempDir(prefix: string): Promise<string> {
@@ -64,26 +63,34 @@ async function pushArchive(archive: string) {
 }
 
 describe("streaming into the serverless-registry emulation", () => {
-  test("an archive read in place: the big layer's first chunk leaves while it is still being compressed", async () => {
-    const { result, cwd, ref, emulator: registry } = await pushArchive(image.path);
-    expect(result.code).toBe(0);
-    await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
-    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
-    expect(pulled.configDigest).toBe(image.configDigest);
-    expect(pulled.diffIds).toEqual(image.diffIds);
-    expect(await readdir(join(cwd, ".cache", "uploads")).catch(() => [])).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+  test(
+    "an archive read in place: the big layer's first chunk leaves while it is still being compressed",
+    async () => {
+      const { result, cwd, ref, emulator: registry } = await pushArchive(image.path);
+      expect(result.code).toBe(0);
+      await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
+      const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+      expect(pulled.configDigest).toBe(image.configDigest);
+      expect(pulled.diffIds).toEqual(image.diffIds);
+      expect(await readdir(join(cwd, ".cache", "uploads")).catch(() => [])).toEqual([]);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 
-  test("a .tar.gz read once as a stream: the same, although the archive is decompressed as it is read", async () => {
-    const gz = await compressArchive(image.path, "gzip", join(work, "image.tar.gz"));
-    const { result, cwd, ref, emulator: registry } = await pushArchive(gz);
-    expect(result.code).toBe(0);
-    expect(result.stderr).toContain("read as a stream");
-    await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
-    const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
-    expect(pulled.configDigest).toBe(image.configDigest);
-    expect(pulled.diffIds).toEqual(image.diffIds);
-    await rm(cwd, { recursive: true, force: true });
-  }, SLOW);
+  test(
+    "a .tar.gz read once as a stream: the same, although the archive is decompressed as it is read",
+    async () => {
+      const gz = await compressArchive(image.path, "gzip", join(work, "image.tar.gz"));
+      const { result, cwd, ref, emulator: registry } = await pushArchive(gz);
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain("read as a stream");
+      await expectStreamed(registry, join(cwd, ".cache"), CHUNK);
+      const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
+      expect(pulled.configDigest).toBe(image.configDigest);
+      expect(pulled.diffIds).toEqual(image.diffIds);
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
 });

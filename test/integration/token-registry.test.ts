@@ -194,9 +194,7 @@ describe("pushing with a token (plain fetch)", () => {
 
     const layerTar = new TextEncoder().encode("not really a tar, the registry does not look\n");
     const layer = new Uint8Array(gzipSync(layerTar));
-    const config = new TextEncoder().encode(
-      JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [digestOf(layerTar)] } }),
-    );
+    const config = new TextEncoder().encode(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [digestOf(layerTar)] } }));
 
     const head = await fetch(`${registry.url}/v2/${repo}/blobs/${digestOf(layer)}`, { method: "HEAD", headers: bearer(token) });
     expect(head.status).toBe(404);
@@ -268,7 +266,9 @@ describe("pushing with a token (plain fetch)", () => {
     });
     await wrongRepo.arrayBuffer();
     expect(wrongRepo.status).toBe(401);
-    expect(normalizeChallenge(wrongRepo.headers.get("www-authenticate"))).toBe(challenge({ scope: "repository:tok/app:pull,push", error: "insufficient_scope" }));
+    expect(normalizeChallenge(wrongRepo.headers.get("www-authenticate"))).toBe(
+      challenge({ scope: "repository:tok/app:pull,push", error: "insufficient_scope" }),
+    );
   });
 
   test("a token for the wrong service (aud) is invalid_token", async () => {
@@ -279,107 +279,95 @@ describe("pushing with a token (plain fetch)", () => {
     expect(normalizeChallenge(res.headers.get("www-authenticate"))).toBe(challenge({ scope: "repository:tok/app:pull,push", error: "invalid_token" }));
   });
 
-  test(
-    "a 2 s token works, then is refused with invalid_token once expired",
-    async () => {
-      registry.setTokenLifetime(2);
-      try {
-        const issuedAt = Date.now();
-        const { body } = await fetchToken("repository:tok/app:pull,push", basic(registry.username, registry.password));
-        if (body === null) throw new Error("no token body");
-        expect(body.expires_in).toBe(2);
-        const post = (): Promise<Response> =>
-          fetch(`${registry.url}/v2/tok/app/blobs/uploads/`, { method: "POST", headers: { ...bearer(body.token), "Content-Length": "0" } });
+  test("a 2 s token works, then is refused with invalid_token once expired", async () => {
+    registry.setTokenLifetime(2);
+    try {
+      const issuedAt = Date.now();
+      const { body } = await fetchToken("repository:tok/app:pull,push", basic(registry.username, registry.password));
+      if (body === null) throw new Error("no token body");
+      expect(body.expires_in).toBe(2);
+      const post = (): Promise<Response> =>
+        fetch(`${registry.url}/v2/tok/app/blobs/uploads/`, { method: "POST", headers: { ...bearer(body.token), "Content-Length": "0" } });
 
-        const fresh = await post();
-        await fresh.arrayBuffer();
-        expect(fresh.status).toBe(202);
+      const fresh = await post();
+      await fresh.arrayBuffer();
+      expect(fresh.status).toBe(202);
 
-        await sleep(1900);
-        let refused: Response | null = null;
-        while (Date.now() - issuedAt < 5000) {
-          const res = await post();
-          if (res.status === 401) {
-            refused = res;
-            break;
-          }
-          await res.arrayBuffer();
-          expect(res.status).toBe(202);
-          await sleep(100);
+      await sleep(1900);
+      let refused: Response | null = null;
+      while (Date.now() - issuedAt < 5000) {
+        const res = await post();
+        if (res.status === 401) {
+          refused = res;
+          break;
         }
-        if (refused === null) throw new Error("token still accepted 5 s after it was issued");
-        const elapsed = Date.now() - issuedAt;
-        // Never refused before expires_in, and at most about a second after.
-        expect(elapsed).toBeGreaterThanOrEqual(2000);
-        expect(elapsed).toBeLessThan(4000);
-        expect(normalizeChallenge(refused.headers.get("www-authenticate"))).toBe(challenge({ scope: "repository:tok/app:pull,push", error: "invalid_token" }));
-        expect(await refused.json()).toMatchObject({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] });
-
-        const base = await fetch(`${registry.url}/v2/`, { headers: bearer(body.token) });
-        await base.arrayBuffer();
-        expect(base.status).toBe(401);
-        expect(normalizeChallenge(base.headers.get("www-authenticate"))).toBe(challenge({ error: "invalid_token" }));
-      } finally {
-        registry.setTokenLifetime(300);
+        await res.arrayBuffer();
+        expect(res.status).toBe(202);
+        await sleep(100);
       }
-    },
-    10_000,
-  );
+      if (refused === null) throw new Error("token still accepted 5 s after it was issued");
+      const elapsed = Date.now() - issuedAt;
+      // Never refused before expires_in, and at most about a second after.
+      expect(elapsed).toBeGreaterThanOrEqual(2000);
+      expect(elapsed).toBeLessThan(4000);
+      expect(normalizeChallenge(refused.headers.get("www-authenticate"))).toBe(challenge({ scope: "repository:tok/app:pull,push", error: "invalid_token" }));
+      expect(await refused.json()).toMatchObject({ errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] });
+
+      const base = await fetch(`${registry.url}/v2/`, { headers: bearer(body.token) });
+      await base.arrayBuffer();
+      expect(base.status).toBe(401);
+      expect(normalizeChallenge(base.headers.get("www-authenticate"))).toBe(challenge({ error: "invalid_token" }));
+    } finally {
+      registry.setTokenLifetime(300);
+    }
+  }, 10_000);
 });
 
 describe("standard clients", () => {
-  test(
-    "skopeo copy --dest-creds pushes a GNU tar docker-archive through the token flow",
-    async () => {
-      const dir = join(work, "archive");
-      const rootfs = join(dir, "rootfs");
-      await mkdir(rootfs, { recursive: true });
-      await writeFile(join(rootfs, "hello.txt"), "hello from a token-auth push\n");
-      const layerPath = join(dir, "layer.tar");
-      await runOk(["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "-cf", layerPath, "-C", rootfs, "."]);
-      const diffId = digestOf(await readFile(layerPath));
-      await writeFile(
-        join(dir, "config.json"),
-        JSON.stringify({ architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [diffId] } }),
-      );
-      await writeFile(join(dir, "manifest.json"), JSON.stringify([{ Config: "config.json", RepoTags: ["tok/skopeo:1"], Layers: ["layer.tar"] }]));
-      const archive = join(work, "image.tar");
-      await runOk(["tar", "-cf", archive, "-C", dir, "manifest.json", "config.json", "layer.tar"]);
+  test("skopeo copy --dest-creds pushes a GNU tar docker-archive through the token flow", async () => {
+    const dir = join(work, "archive");
+    const rootfs = join(dir, "rootfs");
+    await mkdir(rootfs, { recursive: true });
+    await writeFile(join(rootfs, "hello.txt"), "hello from a token-auth push\n");
+    const layerPath = join(dir, "layer.tar");
+    await runOk(["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "-cf", layerPath, "-C", rootfs, "."]);
+    const diffId = digestOf(await readFile(layerPath));
+    await writeFile(
+      join(dir, "config.json"),
+      JSON.stringify({ architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [diffId] } }),
+    );
+    await writeFile(join(dir, "manifest.json"), JSON.stringify([{ Config: "config.json", RepoTags: ["tok/skopeo:1"], Layers: ["layer.tar"] }]));
+    const archive = join(work, "image.tar");
+    await runOk(["tar", "-cf", archive, "-C", dir, "manifest.json", "config.json", "layer.tar"]);
 
-      registry.tokenRequests.length = 0;
-      const ref = `${registry.host}/tok/skopeo:1`;
-      await skopeoPush({ source: `docker-archive:${archive}`, ref, username: registry.username, password: registry.password });
-      const pushes = registry.tokenRequests.filter((r) => r.authorized && (r.scope ?? "").includes("repository:tok/skopeo:") && (r.scope ?? "").includes("push"));
-      expect(pushes.length).toBeGreaterThan(0);
-      expect(pushes[0]?.service).toBe(registry.service);
+    registry.tokenRequests.length = 0;
+    const ref = `${registry.host}/tok/skopeo:1`;
+    await skopeoPush({ source: `docker-archive:${archive}`, ref, username: registry.username, password: registry.password });
+    const pushes = registry.tokenRequests.filter((r) => r.authorized && (r.scope ?? "").includes("repository:tok/skopeo:") && (r.scope ?? "").includes("push"));
+    expect(pushes.length).toBeGreaterThan(0);
+    expect(pushes[0]?.service).toBe(registry.service);
 
-      const pulled = await pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
-      expect(pulled.diffIds).toEqual([diffId]);
-    },
-    20_000,
-  );
+    const pulled = await pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
+    expect(pulled.diffIds).toEqual([diffId]);
+  }, 20_000);
 });
 
 describe("EC P-256 keys", () => {
-  test(
-    "ES256 tokens (raw r||s signature) are accepted too",
-    async () => {
-      const ec = await startTokenRegistry({ keyType: "ec" });
-      try {
-        const url = new URL(ec.realm);
-        url.searchParams.set("service", ec.service);
-        url.searchParams.set("scope", "repository:tok/ec:pull,push");
-        const res = await fetch(url, { headers: { Authorization: basic(ec.username, ec.password) } });
-        const body: unknown = await res.json();
-        if (!isTokenBody(body)) throw new Error("no token body");
-        expect(decodeJwtPart(body.token, 0).alg).toBe("ES256");
-        const post = await fetch(`${ec.url}/v2/tok/ec/blobs/uploads/`, { method: "POST", headers: { ...bearer(body.token), "Content-Length": "0" } });
-        await post.arrayBuffer();
-        expect(post.status).toBe(202);
-      } finally {
-        await ec.stop();
-      }
-    },
-    20_000,
-  );
+  test("ES256 tokens (raw r||s signature) are accepted too", async () => {
+    const ec = await startTokenRegistry({ keyType: "ec" });
+    try {
+      const url = new URL(ec.realm);
+      url.searchParams.set("service", ec.service);
+      url.searchParams.set("scope", "repository:tok/ec:pull,push");
+      const res = await fetch(url, { headers: { Authorization: basic(ec.username, ec.password) } });
+      const body: unknown = await res.json();
+      if (!isTokenBody(body)) throw new Error("no token body");
+      expect(decodeJwtPart(body.token, 0).alg).toBe("ES256");
+      const post = await fetch(`${ec.url}/v2/tok/ec/blobs/uploads/`, { method: "POST", headers: { ...bearer(body.token), "Content-Length": "0" } });
+      await post.arrayBuffer();
+      expect(post.status).toBe(202);
+    } finally {
+      await ec.stop();
+    }
+  }, 20_000);
 });

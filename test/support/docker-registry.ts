@@ -59,11 +59,7 @@ export const DEFAULT_REGISTRY_PASSWORD = "s3cret-pass";
 /** Runs `htpasswd -Bbn` (bcrypt, as distribution requires) and returns the htpasswd line. */
 async function htpasswdLine(username: string, password: string): Promise<string> {
   const proc = Bun.spawn(["htpasswd", "-Bbn", username, password], { stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`htpasswd failed (${code}): ${stderr}`);
   return stdout.trim();
 }
@@ -123,10 +119,18 @@ export async function makeTestCertificates(dir: string, subject = "127.0.0.1"): 
   const certificate = join(dir, "cert.pem");
   const ext = join(dir, "server-ext.cnf");
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await runOk(["openssl", "req", "-x509", ...ec, "-sha256", "-days", "2", "-subj", "/CN=chunked-push test CA", "-keyout", caKey, "-out", caPath], { timeoutMs: 30_000 });
+  await runOk(["openssl", "req", "-x509", ...ec, "-sha256", "-days", "2", "-subj", "/CN=chunked-push test CA", "-keyout", caKey, "-out", caPath], {
+    timeoutMs: 30_000,
+  });
   await runOk(["openssl", "req", "-new", ...ec, "-subj", `/CN=${subject}`, "-keyout", key, "-out", csr], { timeoutMs: 30_000 });
-  await writeFile(ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  await runOk(["openssl", "x509", "-req", "-in", csr, "-CA", caPath, "-CAkey", caKey, "-CAcreateserial", "-sha256", "-days", "2", "-extfile", ext, "-out", certificate], { timeoutMs: 30_000 });
+  await writeFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
+  await runOk(
+    ["openssl", "x509", "-req", "-in", csr, "-CA", caPath, "-CAkey", caKey, "-CAcreateserial", "-sha256", "-days", "2", "-extfile", ext, "-out", certificate],
+    { timeoutMs: 30_000 },
+  );
   const certDir = join(dir, "certs.d");
   await mkdir(certDir);
   await copyFile(caPath, join(certDir, "ca.crt"));

@@ -175,13 +175,10 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     onRequest: (request: http.ClientRequest) => void,
   ): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const request = http.request(
-        { host: upstreamHost, port: upstreamPort, method, path: target, headers, agent: false },
-        (response) => {
-          response.on("error", () => undefined);
-          resolve(response);
-        },
-      );
+      const request = http.request({ host: upstreamHost, port: upstreamPort, method, path: target, headers, agent: false }, (response) => {
+        response.on("error", () => undefined);
+        resolve(response);
+      });
       outgoing.add(request);
       request.on("close", () => outgoing.delete(request));
       request.on("error", reject);
@@ -314,12 +311,7 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     res.end(body);
   }
 
-  async function answerStale(
-    req: IncomingMessage,
-    res: ServerResponse,
-    entry: ProxiedRequest,
-    target: string,
-  ): Promise<void> {
+  async function answerStale(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, target: string): Promise<void> {
     const headers = requestHeaders(req.headers);
     for (const name of BODY_HEADERS) delete headers[name];
     let status: IncomingMessage;

@@ -286,11 +286,7 @@ interface ResolvedImage {
 function resolveImage(image: ArchiveImage): ResolvedImage {
   const diffIds = image.layers.map((l) => digestOf(l));
   const configBytes =
-    image.config === undefined
-      ? makeConfig(diffIds)
-      : image.config instanceof Uint8Array
-        ? new Uint8Array(image.config)
-        : utf8(JSON.stringify(image.config));
+    image.config === undefined ? makeConfig(diffIds) : image.config instanceof Uint8Array ? new Uint8Array(image.config) : utf8(JSON.stringify(image.config));
   return { layers: image.layers, diffIds, configBytes, configDigest: digestOf(configBytes), repoTag: image.repoTag ?? DEFAULT_REPO_TAG };
 }
 
@@ -379,14 +375,17 @@ function classicLayout(img: ResolvedImage): { entries: TarEntry[]; manifestJson:
 export async function writeClassicDockerArchive(outPath: string, image: ArchiveImage): Promise<WrittenArchive> {
   const img = resolveImage(image);
   const { entries } = classicLayout(img);
-  return writeArchive(outPath, img, entries, "classic", img.diffIds.map((digest) => ({ digest, mediaType: MEDIA.ociLayer })));
+  return writeArchive(
+    outPath,
+    img,
+    entries,
+    "classic",
+    img.diffIds.map((digest) => ({ digest, mediaType: MEDIA.ociLayer })),
+  );
 }
 
 /** Builds an OCI image manifest (bytes and digest) for the given config and layer descriptors. */
-function ociManifest(
-  img: ResolvedImage,
-  layers: { digest: string; size: number; mediaType: string }[],
-): { bytes: Uint8Array<ArrayBuffer>; digest: string } {
+function ociManifest(img: ResolvedImage, layers: { digest: string; size: number; mediaType: string }[]): { bytes: Uint8Array<ArrayBuffer>; digest: string } {
   const manifest = {
     schemaVersion: 2,
     mediaType: MEDIA.ociManifest,
@@ -463,7 +462,7 @@ function dockerSaveEntries(
 export async function writeDocker25Archive(outPath: string, image: ArchiveImage): Promise<WrittenArchive> {
   const img = resolveImage(image);
   const blobs = new Map<string, Uint8Array>();
-  img.layers.forEach((layer, i) => blobs.set(img.diffIds[i] ?? "", layer));
+  for (const [i, layer] of img.layers.entries()) blobs.set(img.diffIds[i] ?? "", layer);
   const descriptors = img.layers.map((l, i) => ({ digest: img.diffIds[i] ?? "", size: l.length, mediaType: MEDIA.ociLayer }));
   const manifest = ociManifest(img, descriptors);
   blobs.set(img.configDigest, img.configBytes);
@@ -534,14 +533,28 @@ export async function writeContainerdArchive(
     { mediaType: MEDIA.ociManifest, digest: manifest.digest, size: manifest.bytes.length, platform: { architecture: "amd64", os: "linux" } },
   ];
   if (opts.attestation) {
-    const statement = utf8(JSON.stringify({ _type: "https://in-toto.io/Statement/v0.1", predicateType: "https://spdx.dev/Document", subject: [{ name: "fixture", digest: { sha256: hexOf(manifest.digest) } }], predicate: {} }));
+    const statement = utf8(
+      JSON.stringify({
+        _type: "https://in-toto.io/Statement/v0.1",
+        predicateType: "https://spdx.dev/Document",
+        subject: [{ name: "fixture", digest: { sha256: hexOf(manifest.digest) } }],
+        predicate: {},
+      }),
+    );
     const attConfig = utf8(JSON.stringify({ architecture: "unknown", os: "unknown", config: {}, rootfs: { type: "layers", diff_ids: [digestOf(statement)] } }));
     const attManifest = utf8(
       JSON.stringify({
         schemaVersion: 2,
         mediaType: MEDIA.ociManifest,
         config: { mediaType: MEDIA.ociConfig, digest: digestOf(attConfig), size: attConfig.length },
-        layers: [{ mediaType: "application/vnd.in-toto+json", digest: digestOf(statement), size: statement.length, annotations: { "in-toto.io/predicate-type": "https://spdx.dev/Document" } }],
+        layers: [
+          {
+            mediaType: "application/vnd.in-toto+json",
+            digest: digestOf(statement),
+            size: statement.length,
+            annotations: { "in-toto.io/predicate-type": "https://spdx.dev/Document" },
+          },
+        ],
       }),
     );
     blobs.set(digestOf(statement), statement);
@@ -559,7 +572,12 @@ export async function writeContainerdArchive(
   blobs.set(digestOf(nestedIndex), nestedIndex);
 
   const top = { mediaType: MEDIA.ociIndex, digest: digestOf(nestedIndex), size: nestedIndex.length };
-  const entries = dockerSaveEntries(img, blobs, top, descriptors.map((d) => d.digest));
+  const entries = dockerSaveEntries(
+    img,
+    blobs,
+    top,
+    descriptors.map((d) => d.digest),
+  );
   return writeArchive(outPath, img, entries, "containerd", descriptors, manifest);
 }
 
@@ -567,11 +585,7 @@ export async function writeContainerdArchive(
  * An OCI image layout tar only (`podman save --format oci-archive` / skopeo `oci-archive:`): `oci-layout`,
  * `index.json` (ref.name annotation = tag), `blobs/sha256/*`; no manifest.json. Layers gzip by default.
  */
-export async function writeOciArchive(
-  outPath: string,
-  image: ArchiveImage,
-  opts: { compression?: LayerCompression } = {},
-): Promise<WrittenArchive> {
+export async function writeOciArchive(outPath: string, image: ArchiveImage, opts: { compression?: LayerCompression } = {}): Promise<WrittenArchive> {
   const img = resolveImage(image);
   const compression = opts.compression ?? "gzip";
   const { descriptors, blobs } = compressLayers(img, () => compression);
@@ -585,11 +599,7 @@ export async function writeOciArchive(
       { mediaType: MEDIA.ociManifest, digest: manifest.digest, size: manifest.bytes.length, annotations: { "org.opencontainers.image.ref.name": tag } },
     ],
   };
-  const entries: TarEntry[] = [
-    ...blobEntries(blobs),
-    { path: "index.json", data: JSON.stringify(index) },
-    { path: "oci-layout", data: OCI_LAYOUT },
-  ];
+  const entries: TarEntry[] = [...blobEntries(blobs), { path: "index.json", data: JSON.stringify(index) }, { path: "oci-layout", data: OCI_LAYOUT }];
   return writeArchive(outPath, img, entries, "oci", descriptors, manifest);
 }
 
@@ -605,22 +615,9 @@ export async function writeOciArchive(
  * - `symlink-write-through`: a symlink `evil-link -> <tmpdir>` followed by a file `evil-link/<name>`.
  * - `manifest-escape`: manifest.json's first Layers entry is `../../../../etc/passwd`.
  */
-export type EvilVariant =
-  | "dotdot"
-  | "absolute"
-  | "symlink-absolute"
-  | "symlink-relative"
-  | "symlink-write-through"
-  | "manifest-escape";
+export type EvilVariant = "dotdot" | "absolute" | "symlink-absolute" | "symlink-relative" | "symlink-write-through" | "manifest-escape";
 
-export const EVIL_VARIANTS: readonly EvilVariant[] = [
-  "dotdot",
-  "absolute",
-  "symlink-absolute",
-  "symlink-relative",
-  "symlink-write-through",
-  "manifest-escape",
-];
+export const EVIL_VARIANTS: readonly EvilVariant[] = ["dotdot", "absolute", "symlink-absolute", "symlink-relative", "symlink-write-through", "manifest-escape"];
 
 export interface EvilArchive {
   path: string;
@@ -635,7 +632,11 @@ export interface EvilArchive {
  * A classic archive that is valid apart from one hostile construct (placed first, so a streaming reader
  * meets it before anything else). The CLI must refuse it (or at least never write or read outside).
  */
-export async function writeEvilArchive(outPath: string, variant: EvilVariant, image: ArchiveImage = makeSampleImage({ bigBytes: 64 * 1024 })): Promise<EvilArchive> {
+export async function writeEvilArchive(
+  outPath: string,
+  variant: EvilVariant,
+  image: ArchiveImage = makeSampleImage({ bigBytes: 64 * 1024 }),
+): Promise<EvilArchive> {
   const img = resolveImage(image);
   const escapeName = `chunked-push-escape-${randomBytes(6).toString("hex")}.txt`;
   const payload = "if you can read this outside the archive, extraction escaped\n";
@@ -703,7 +704,8 @@ export async function writeCorruptArchive(outPath: string, image: ArchiveImage =
   let offset = 0;
   let target: { start: number; size: number; path: string } | null = null;
   for (const entry of entries) {
-    const size = (entry.type ?? "File") === "File" && entry.data !== undefined ? (typeof entry.data === "string" ? utf8(entry.data).length : entry.data.length) : 0;
+    const size =
+      (entry.type ?? "File") === "File" && entry.data !== undefined ? (typeof entry.data === "string" ? utf8(entry.data).length : entry.data.length) : 0;
     const headerLen = encodeHeader(entry, size).length;
     if (entry.path.endsWith("/layer.tar") && size > 0 && (target === null || size > target.size)) {
       target = { start: offset + headerLen, size, path: entry.path };
@@ -745,11 +747,7 @@ export const TEST_IMAGE_BIG_BYTES = 24 * 1024 * 1024;
  * the original (same bytes, same fixed mtime) gives a real non-empty layer with a repeated diff_id.
  * Throws if the built image does not have the expected duplicate.
  */
-export async function buildTestImage(
-  store: PodmanStore,
-  tag: string,
-  opts: { bigBytes?: number } = {},
-): Promise<TestImage> {
+export async function buildTestImage(store: PodmanStore, tag: string, opts: { bigBytes?: number } = {}): Promise<TestImage> {
   const bigBytes = opts.bigBytes ?? TEST_IMAGE_BIG_BYTES;
   const ctx = await mkdtemp(join(store.dir, "build-context-"));
   try {

@@ -269,7 +269,9 @@ export function reorderJsonKeys(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
  */
 export function sameSizeCompressed(size: number, content?: Uint8Array, compression: "gzip" | "zstd" = "gzip"): Uint8Array<ArrayBuffer> {
   for (let attempt = 0; attempt < 64; attempt++) {
-    const payload = content ?? (attempt < 32 ? makeLayerTar({ "poisoned.txt": `this blob was swapped${".".repeat(attempt)}\n` }) : new Uint8Array(1024 + (attempt - 32) * 512));
+    const payload =
+      content ??
+      (attempt < 32 ? makeLayerTar({ "poisoned.txt": `this blob was swapped${".".repeat(attempt)}\n` }) : new Uint8Array(1024 + (attempt - 32) * 512));
     const base = compression === "gzip" ? new Uint8Array(gzipSync(payload, { level: 9 })) : new Uint8Array(Bun.zstdCompressSync(payload, { level: 19 }));
     const pad = size - base.length;
     if (pad === 0) return base;
@@ -339,11 +341,15 @@ async function writeLayoutArchive(
   const index = {
     schemaVersion: 2,
     mediaType: MEDIA.ociIndex,
-    manifests: [{ mediaType: MEDIA.ociManifest, digest: manifestDigest, size: manifestBytes.length, annotations: { "org.opencontainers.image.ref.name": tag } }],
+    manifests: [
+      { mediaType: MEDIA.ociManifest, digest: manifestDigest, size: manifestBytes.length, annotations: { "org.opencontainers.image.ref.name": tag } },
+    ],
   };
   const entries = ociLayoutEntries(blobs, index);
   if (opts.manifestJson) {
-    const manifestJson = [{ Config: `blobs/sha256/${hexOf(configDigest)}`, RepoTags: [REPO_TAG], Layers: opts.layers.map((l) => `blobs/sha256/${hexOf(digestOf(l.bytes))}`) }];
+    const manifestJson = [
+      { Config: `blobs/sha256/${hexOf(configDigest)}`, RepoTags: [REPO_TAG], Layers: opts.layers.map((l) => `blobs/sha256/${hexOf(digestOf(l.bytes))}`) },
+    ];
     entries.push({ path: "manifest.json", data: JSON.stringify(manifestJson) });
   }
   await Bun.write(outPath, makeTar(sortWalkOrder(entries)));
@@ -513,7 +519,11 @@ export async function writeIndexArchive(outPath: string, shape: IndexShape): Pro
     }
   }
   const tag = REPO_TAG.slice(REPO_TAG.lastIndexOf(":") + 1);
-  const index = { schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: top.map((d, i) => (i === 0 ? { ...d, annotations: { "org.opencontainers.image.ref.name": tag } } : d)) };
+  const index = {
+    schemaVersion: 2,
+    mediaType: MEDIA.ociIndex,
+    manifests: top.map((d, i) => (i === 0 ? { ...d, annotations: { "org.opencontainers.image.ref.name": tag } } : d)),
+  };
   const tar = makeTar(sortWalkOrder(ociLayoutEntries(blobs, index)));
   await Bun.write(outPath, tar);
   return {
@@ -650,7 +660,11 @@ export async function writeAbsurdTarArchive(
     }
     case "past-eof": {
       headerOffset = valid.length;
-      head = concat(valid, rawTarHeader({ name: "zz-past-eof.bin", typeflag: "0", size: claimedSize }), padded(utf8("only one block of the claimed data is here\n")));
+      head = concat(
+        valid,
+        rawTarHeader({ name: "zz-past-eof.bin", typeflag: "0", size: claimedSize }),
+        padded(utf8("only one block of the claimed data is here\n")),
+      );
       dataOffset = headerOffset + BLOCK;
       break;
     }
@@ -671,7 +685,12 @@ export async function writeAbsurdTarArchive(
   } finally {
     await handle.close();
   }
-  const what = { "pax-header-size": "pax extended header", "pax-record-size": "pax size record", "gnu-longname-size": "GNU long-name entry", "past-eof": "regular entry" }[variant];
+  const what = {
+    "pax-header-size": "pax extended header",
+    "pax-record-size": "pax size record",
+    "gnu-longname-size": "GNU long-name entry",
+    "past-eof": "regular entry",
+  }[variant];
   return {
     path: outPath,
     variant,
@@ -864,7 +883,16 @@ export async function seedCache(
     const fields = { digest, size: blob.length, ...opts.extraFields };
     await writeFile(join(cacheDir, name), JSON.stringify(fields));
     seeded.push({
-      pointer: { name, path: join(cacheDir, name), layerHex: sha256Hex(layer), algorithm: compression, level: String(level), fields, digest, size: blob.length },
+      pointer: {
+        name,
+        path: join(cacheDir, name),
+        layerHex: sha256Hex(layer),
+        algorithm: compression,
+        level: String(level),
+        fields,
+        digest,
+        size: blob.length,
+      },
       layer,
       blobPath,
     });
@@ -950,7 +978,10 @@ export interface DroppedTemp extends HostileArchive {
  * a folder outside the cache holding a file that must survive (a clean-up must not follow it).
  * `pid` defaults to one that is certainly not running.
  */
-export async function dropTempInCache(cacheDir: string, opts: { pid?: number; kind?: "directory" | "symlink"; outsideDir?: string } = {}): Promise<DroppedTemp> {
+export async function dropTempInCache(
+  cacheDir: string,
+  opts: { pid?: number; kind?: "directory" | "symlink"; outsideDir?: string } = {},
+): Promise<DroppedTemp> {
   const pid = opts.pid ?? deadPid();
   const kind = opts.kind ?? "directory";
   const path = join(cacheDir, `.tmp-${pid}-${sha256Hex(`${cacheDir}:${pid}:${kind}`).slice(0, 12)}`);

@@ -499,14 +499,17 @@ export async function startHostileRegistry(script: HostileScript = {}): Promise<
     const denied = authenticate(ex);
     if (denied) return denied;
     const path = url.pathname;
-    let m: RegExpExecArray | null;
     if (ex.entry.route === "ping" && method === "GET") return { status: 200, headers: { "content-type": JSON_TYPE }, body: Buffer.from("{}") };
-    if ((m = /^\/v2\/(.+)\/blobs\/uploads\/?$/.exec(path)) && method === "POST") return startUpload(ex, m[1] ?? "", body);
-    if ((m = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/.exec(path))) return sessionRoute(ex, m[1] ?? "", m[2] ?? "", body);
-    if ((m = /^\/v2\/(.+)\/blobs\/([^/]+)$/.exec(path)) && (method === "GET" || method === "HEAD")) return getBlob(m[2] ?? "");
-    if ((m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(path))) {
-      if (method === "PUT") return putManifestRoute(ex, m[1] ?? "", m[2] ?? "", body);
-      if (method === "GET" || method === "HEAD") return getManifest(m[1] ?? "", m[2] ?? "");
+    const start = /^\/v2\/(.+)\/blobs\/uploads\/?$/.exec(path);
+    if (start && method === "POST") return startUpload(ex, start[1] ?? "", body);
+    const session = /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/.exec(path);
+    if (session) return sessionRoute(ex, session[1] ?? "", session[2] ?? "", body);
+    const blob = /^\/v2\/(.+)\/blobs\/([^/]+)$/.exec(path);
+    if (blob && (method === "GET" || method === "HEAD")) return getBlob(blob[2] ?? "");
+    const manifest = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(path);
+    if (manifest) {
+      if (method === "PUT") return putManifestRoute(ex, manifest[1] ?? "", manifest[2] ?? "", body);
+      if (method === "GET" || method === "HEAD") return getManifest(manifest[1] ?? "", manifest[2] ?? "");
     }
     return jsonError(404, "NOT_FOUND", `no route for ${method} ${path}`);
   }
@@ -906,7 +909,14 @@ export async function startHostileRegistry(script: HostileScript = {}): Promise<
     putManifest: storeManifest,
     async waitForRequest(match, timeoutMs = 10_000, what = "a matching request"): Promise<HostileRequest> {
       let found: HostileRequest | undefined;
-      await waitUntil(() => (found = requests.find(match)) !== undefined, timeoutMs, what);
+      await waitUntil(
+        () => {
+          found = requests.find(match);
+          return found !== undefined;
+        },
+        timeoutMs,
+        what,
+      );
       if (found === undefined) throw new Error("unreachable");
       return found;
     },

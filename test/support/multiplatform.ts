@@ -39,18 +39,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rm, utimes, writeFile } from
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip, createZstdCompress } from "node:zlib";
-import {
-  FIXTURE_MTIME,
-  compressLayer,
-  digestOf,
-  makeConfig,
-  makeLayerTar,
-  makeTar,
-  makeTempDir,
-  sha256Hex,
-  utf8,
-  type TarEntry,
-} from "./fixtures.ts";
+import { FIXTURE_MTIME, compressLayer, digestOf, makeConfig, makeLayerTar, makeTar, makeTempDir, sha256Hex, utf8, type TarEntry } from "./fixtures.ts";
 import { runOk } from "./ports.ts";
 import { skopeo } from "./skopeo.ts";
 
@@ -323,7 +312,10 @@ function layerMediaType(compression: Compression, docker: boolean): string {
   return compression === "gzip" ? MT.ociLayerGzip : compression === "zstd" ? MT.ociLayerZstd : MT.ociLayer;
 }
 
-function withAnnotations<T extends Record<string, unknown>>(value: T, annotations: Record<string, string> | undefined): T & { annotations?: Record<string, string> } {
+function withAnnotations<T extends Record<string, unknown>>(
+  value: T,
+  annotations: Record<string, string> | undefined,
+): T & { annotations?: Record<string, string> } {
   return annotations === undefined || Object.keys(annotations).length === 0 ? value : { ...value, annotations };
 }
 
@@ -343,7 +335,9 @@ function attestationFor(subjectDigest: string, key: string): { blobs: Map<string
       schemaVersion: 2,
       mediaType: MT.ociManifest,
       config: { mediaType: MT.ociConfig, digest: digestOf(config), size: config.length },
-      layers: [{ mediaType: MT.inToto, digest: digestOf(statement), size: statement.length, annotations: { [ANNOTATION.predicateType]: "https://spdx.dev/Document" } }],
+      layers: [
+        { mediaType: MT.inToto, digest: digestOf(statement), size: statement.length, annotations: { [ANNOTATION.predicateType]: "https://spdx.dev/Document" } },
+      ],
     }),
   );
   const blobs = new Map<string, Uint8Array>([
@@ -351,7 +345,10 @@ function attestationFor(subjectDigest: string, key: string): { blobs: Map<string
     [digestOf(config), config],
     [digestOf(manifest), manifest],
   ]);
-  return { blobs, attestation: { manifestDigest: digestOf(manifest), manifestBytes: manifest, configDigest: digestOf(config), statementDigest: digestOf(statement) } };
+  return {
+    blobs,
+    attestation: { manifestDigest: digestOf(manifest), manifestBytes: manifest, configDigest: digestOf(config), statementDigest: digestOf(statement) },
+  };
 }
 
 /** Writes `oci-layout`, `index.json` and the blobs into `dir` (created; must not hold a layout yet). */
@@ -395,7 +392,9 @@ export async function writeMultiPlatformLayout(dir: string, opts: MultiPlatformL
     const present = !missing.has(image.key);
     const own = new Map<string, Uint8Array>();
     const layerMt = layerMediaType(compression, docker);
-    const layerBlobs = image.layers.map((layer, i) => (compression === "gzip" ? (image.gzipLayers[i] ?? compressLayer(layer, "gzip")) : compressLayer(layer, compression)));
+    const layerBlobs = image.layers.map((layer, i) =>
+      compression === "gzip" ? (image.gzipLayers[i] ?? compressLayer(layer, "gzip")) : compressLayer(layer, compression),
+    );
     const configMediaType = docker ? MT.dockerConfig : MT.ociConfig;
     const manifestMediaType = docker ? MT.dockerManifest : MT.ociManifest;
     const manifestBytes = utf8(
@@ -456,7 +455,9 @@ export async function writeMultiPlatformLayout(dir: string, opts: MultiPlatformL
   for (const d of blobs.keys()) missingDigests.delete(d);
 
   const indexMediaType = docker && !opts.flat ? MT.dockerList : MT.ociIndex;
-  const indexBytes = utf8(JSON.stringify(withAnnotations({ schemaVersion: 2, mediaType: indexMediaType, manifests: [...entries, ...attestationEntries] }, opts.indexAnnotations)));
+  const indexBytes = utf8(
+    JSON.stringify(withAnnotations({ schemaVersion: 2, mediaType: indexMediaType, manifests: [...entries, ...attestationEntries] }, opts.indexAnnotations)),
+  );
   let indexJsonBytes: Uint8Array;
   if (opts.flat) {
     indexJsonBytes = indexBytes;
@@ -596,7 +597,10 @@ function splitRepoTag(repoTag: string): { repo: string; tag: string } {
  * `fixture/one:1` and `fixture/two:2`): `<v1id>/{VERSION,json,layer.tar}` with the shared first layer
  * stored once, `<config hex>.json` each, manifest.json with two entries, `repositories`.
  */
-export async function twoImageDockerArchive(out: string, repoTags: [string, string] = ["fixture/one:1", "fixture/two:2"]): Promise<{ path: string; images: SimpleImage[] }> {
+export async function twoImageDockerArchive(
+  out: string,
+  repoTags: [string, string] = ["fixture/one:1", "fixture/two:2"],
+): Promise<{ path: string; images: SimpleImage[] }> {
   const entries = new Map<string, TarEntry>();
   const manifest: { Config: string; RepoTags: string[]; Layers: string[] }[] = [];
   const repositories: Record<string, Record<string, string>> = {};
@@ -609,7 +613,10 @@ export async function twoImageDockerArchive(out: string, repoTags: [string, stri
       if (!entries.has(`${id}/`)) {
         entries.set(`${id}/`, { path: `${id}/`, type: "Directory" });
         entries.set(`${id}/VERSION`, { path: `${id}/VERSION`, data: "1.0" });
-        entries.set(`${id}/json`, { path: `${id}/json`, data: JSON.stringify({ id, ...(parent ? { parent } : {}), created: FIXTURE_MTIME.toISOString(), os: "linux" }) });
+        entries.set(`${id}/json`, {
+          path: `${id}/json`,
+          data: JSON.stringify({ id, ...(parent ? { parent } : {}), created: FIXTURE_MTIME.toISOString(), os: "linux" }),
+        });
         entries.set(`${id}/layer.tar`, { path: `${id}/layer.tar`, data: layer });
       }
       ids.push(id);
@@ -623,7 +630,11 @@ export async function twoImageDockerArchive(out: string, repoTags: [string, stri
     images.push({ name: img.name, configDigest: digestOf(img.configBytes), configBytes: img.configBytes, diffIds: img.diffIds, layerDigests: img.diffIds });
   }
   const sorted = [...entries.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const all: TarEntry[] = [...sorted, { path: "manifest.json", data: JSON.stringify(manifest) }, { path: "repositories", data: `${JSON.stringify(repositories)}\n` }];
+  const all: TarEntry[] = [
+    ...sorted,
+    { path: "manifest.json", data: JSON.stringify(manifest) },
+    { path: "repositories", data: `${JSON.stringify(repositories)}\n` },
+  ];
   await Bun.write(out, makeTar(all));
   return { path: out, images };
 }

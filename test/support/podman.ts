@@ -70,14 +70,22 @@ export class PodmanStore {
    */
   get globalArgs(): string[] {
     return [
-      "--root", join(this.dir, "root"),
-      "--runroot", join(this.dir, "runroot"),
-      "--storage-driver", "vfs",
-      "--tmpdir", join(this.dir, "tmp"),
-      "--network-config-dir", join(this.dir, "net"),
-      "--volumepath", join(this.dir, "volumes"),
-      "--events-backend", "file",
-      "--cgroup-manager", "cgroupfs",
+      "--root",
+      join(this.dir, "root"),
+      "--runroot",
+      join(this.dir, "runroot"),
+      "--storage-driver",
+      "vfs",
+      "--tmpdir",
+      join(this.dir, "tmp"),
+      "--network-config-dir",
+      join(this.dir, "net"),
+      "--volumepath",
+      join(this.dir, "volumes"),
+      "--events-backend",
+      "file",
+      "--cgroup-manager",
+      "cgroupfs",
     ];
   }
 
@@ -230,7 +238,9 @@ export class PodmanStore {
       );
     } catch (err) {
       await this.#stopService();
-      const log = await Bun.file(logPath).text().catch(() => "(no log)");
+      const log = await Bun.file(logPath)
+        .text()
+        .catch(() => "(no log)");
       throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- service.log ---\n${log.slice(-2000)}`);
     }
     this.#dockerHost = dockerHost;

@@ -38,12 +38,7 @@ export function sleep(ms: number): Promise<void> {
  * Exceptions thrown by `fn` count as "not yet": services refuse connections while starting.
  * On timeout, throws with `what` and the last error seen, so a failed start says why.
  */
-export async function waitFor<T>(
-  fn: () => T | Promise<T>,
-  timeoutMs: number,
-  what = "condition",
-  intervalMs = 50,
-): Promise<NonNullable<T>> {
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, what = "condition", intervalMs = 50): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -98,11 +93,7 @@ export async function run(cmd: string[], opts: RunOptions = {}): Promise<RunResu
           proc.kill("SIGKILL");
         }, opts.timeoutMs);
   try {
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     if (timedOut) {
       return { code: code === 0 ? 124 : code, stdout, stderr: `${stderr}\n(killed after ${opts.timeoutMs} ms)` };
     }
@@ -137,7 +128,7 @@ process.once("exit", () => {
 export function spawnService(
   cmd: string[],
   logPath: string,
-  opts: { cwd?: string; /** Full environment (not merged); default process.env. */ env?: Record<string, string | undefined> } = {},
+  opts: { cwd?: string /** Full environment (not merged); default process.env. */; env?: Record<string, string | undefined> } = {},
 ): Subprocess {
   // One append-mode fd shared by stdout and stderr, so the two streams do not overwrite each other.
   const logFd = openSync(logPath, "a");

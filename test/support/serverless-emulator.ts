@@ -77,8 +77,7 @@ const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 /** Bun's own limit must never be what answers: the emulated edge decides. */
 const BUN_BODY_LIMIT = 2 ** 40;
 
-type Settings = Required<Omit<EmulatorOptions, "readonlyUsername" | "readonlyPassword">> &
-  Pick<EmulatorOptions, "readonlyUsername" | "readonlyPassword">;
+type Settings = Required<Omit<EmulatorOptions, "readonlyUsername" | "readonlyPassword">> & Pick<EmulatorOptions, "readonlyUsername" | "readonlyPassword">;
 
 interface UploadSession {
   name: string;
@@ -182,15 +181,18 @@ class ServerlessRegistry {
     {
       methods: ["GET", "HEAD", "PUT"],
       pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/,
-      handler: (ctx, name, ref) =>
-        ctx.method === "PUT" ? this.putManifest(ctx, name, ref) : this.getManifest(name, ref),
+      handler: (ctx, name, ref) => (ctx.method === "PUT" ? this.putManifest(ctx, name, ref) : this.getManifest(name, ref)),
     },
   ];
 
   constructor(private readonly settings: Settings) {}
 
   /** Resolves on the first request (past or future, for "end") matching `match`. */
-  waitFor(on: "start" | "end", match: (request: RecordedRequest, index: number, all: RecordedRequest[]) => boolean, timeoutMs: number): Promise<RecordedRequest> {
+  waitFor(
+    on: "start" | "end",
+    match: (request: RecordedRequest, index: number, all: RecordedRequest[]) => boolean,
+    timeoutMs: number,
+  ): Promise<RecordedRequest> {
     if (on === "end") {
       const found = this.requests.find(match);
       if (found) return Promise.resolve(found);
@@ -298,7 +300,7 @@ class ServerlessRegistry {
       "Content-Range": "0-0",
       ...this.sessionHeaders(session),
       // The real server answers "0-0" here even though nothing was received yet.
-      "Range": "0-0",
+      Range: "0-0",
       ...this.chunkHeaders(),
     });
   }
@@ -311,7 +313,7 @@ class ServerlessRegistry {
     this.repoBlobs.set(`${name}@${digest}`, { kind: "link", target });
     return empty(201, {
       "Content-Length": "0",
-      "Location": `/v2/${name}/blobs/${digest}`,
+      Location: `/v2/${name}/blobs/${digest}`,
       "Docker-Content-Digest": this.describeRepoBlob(digest, source).digest,
     });
   }
@@ -348,7 +350,11 @@ class ServerlessRegistry {
     noteBlobRequestHeaders(ctx, "PATCH");
     const rangeProblem = contentRangeProblem(ctx.headers.get("content-range"), session.received, size);
     if (rangeProblem) return this.rangeError(ctx, session, rangeProblem);
-    const orderProblem = chunkOrderProblem(session.parts.map((p) => p.byteLength), size, this.settings.minChunk);
+    const orderProblem = chunkOrderProblem(
+      session.parts.map((p) => p.byteLength),
+      size,
+      this.settings.minChunk,
+    );
     if (orderProblem) return this.rangeError(ctx, session, orderProblem);
     if (size > this.settings.maxChunk) {
       ctx.violate(`chunk of ${size} bytes exceeds the advertised OCI-Chunk-Max-Length ${this.settings.maxChunk}`);
@@ -376,7 +382,7 @@ class ServerlessRegistry {
     this.repoBlobs.set(`${session.name}@${digest}`, { kind: "object" });
     return empty(201, {
       "Content-Length": "0",
-      "Location": `/v2/${session.name}/blobs/${digest}`,
+      Location: `/v2/${session.name}/blobs/${digest}`,
       "Docker-Content-Digest": digest,
     });
   }
@@ -387,7 +393,10 @@ class ServerlessRegistry {
     }
     // A failed multipart completion leaves the real upload unusable, so the session ends either way.
     this.sessions.delete(session.uuid);
-    const problem = partRuleProblem(session.parts.map((p) => p.byteLength), this.settings.minChunk);
+    const problem = partRuleProblem(
+      session.parts.map((p) => p.byteLength),
+      this.settings.minChunk,
+    );
     if (problem) return reject(ctx, 500, "INTERNAL_ERROR", `R2 refused to complete the multipart upload: ${problem}`);
     return concat(session.parts, session.received);
   }
@@ -399,9 +408,9 @@ class ServerlessRegistry {
 
   private sessionHeaders(session: UploadSession): Record<string, string> {
     return {
-      "Location": `/v2/${session.name}/blobs/uploads/${session.uuid}?_stateHash=${session.stateHash}`,
+      Location: `/v2/${session.name}/blobs/uploads/${session.uuid}?_stateHash=${session.stateHash}`,
       // Inclusive end, computed like the real server: "0--1" while nothing has been received.
-      "Range": `0-${session.received - 1}`,
+      Range: `0-${session.received - 1}`,
       "Docker-Upload-UUID": session.uuid,
     };
   }
@@ -464,7 +473,7 @@ class ServerlessRegistry {
     this.manifests.set(manifestKey(name, digest), stored);
     return empty(201, {
       "Content-Length": "0",
-      "Location": `/v2/${name}/manifests/${ref}`,
+      Location: `/v2/${name}/manifests/${ref}`,
       "Docker-Content-Digest": digest,
     });
   }
@@ -482,10 +491,7 @@ class ServerlessRegistry {
   private descriptorSizeProblem(name: string, manifest: ParsedManifest): string | null {
     const descriptors = manifest.kind === "index" ? manifest.manifests : manifest.blobs;
     for (const d of descriptors) {
-      const actual =
-        manifest.kind === "index"
-          ? this.manifests.get(manifestKey(name, d.digest))?.bytes.byteLength
-          : this.blobs.get(d.digest)?.byteLength;
+      const actual = manifest.kind === "index" ? this.manifests.get(manifestKey(name, d.digest))?.bytes.byteLength : this.blobs.get(d.digest)?.byteLength;
       if (actual !== d.size) return `descriptor ${d.digest} says size ${d.size} but the content is ${actual} bytes`;
     }
     return null;
@@ -667,7 +673,7 @@ function edgeTooLarge(ctx: RequestContext, length: number, limit: number): Respo
     "</html>",
     "",
   ].join("\r\n");
-  return new Response(html, { status: 413, headers: { "Content-Type": "text/html", "Server": "cloudflare" } });
+  return new Response(html, { status: 413, headers: { "Content-Type": "text/html", Server: "cloudflare" } });
 }
 
 /** errorResponse(), recorded as a violation of the request context. */
@@ -677,13 +683,7 @@ function reject(ctx: RequestContext, ...args: Parameters<typeof errorResponse>):
   return errorResponse(...args);
 }
 
-function errorResponse(
-  status: number,
-  code: string,
-  message: string,
-  detail: unknown = null,
-  headers: Record<string, string> = {},
-): Response {
+function errorResponse(status: number, code: string, message: string, detail: unknown = null, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify({ errors: [{ code, message, detail }] }), {
     status,
     headers: { ...headers, "Content-Type": "application/json;charset=UTF-8" },

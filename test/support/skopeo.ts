@@ -45,7 +45,8 @@ let canIsolateCache: boolean | null = null;
 export function skopeoArgv(args: string[]): string[] {
   if (canIsolateCache === null) {
     canIsolateCache =
-      process.getuid?.() === 0 && Bun.spawnSync(["unshare", "--mount", "--propagation", "private", "--", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+      process.getuid?.() === 0 &&
+      Bun.spawnSync(["unshare", "--mount", "--propagation", "private", "--", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
   }
   if (!canIsolateCache) return ["skopeo", ...SKOPEO_GLOBAL, ...args];
   const script = `mkdir -p ${BLOB_INFO_CACHE_DIR} && mount -t tmpfs -o size=64m,mode=0700 skopeo-blob-cache ${BLOB_INFO_CACHE_DIR} && exec "$@"`;

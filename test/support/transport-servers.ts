@@ -142,8 +142,25 @@ export async function selfSignedCertificate(): Promise<{ cert: string; key: stri
   const dir = await mkdtemp(join(tmpdir(), "transport-tls-"));
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
-  await runOk(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=127.0.0.1",
-    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]);
+  await runOk([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-sha256",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ]);
   closers.push(() => rm(dir, { recursive: true, force: true }));
   return { cert, key, dir };
 }

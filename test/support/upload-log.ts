@@ -104,10 +104,13 @@ export async function expectStreamed(registry: Emulator, cacheDir: string, chunk
   for (const session of chunked) {
     const firstPatch = session.patches[0]!.startedAt!;
     const lastByteWritten = await compressedAt(cacheDir, session.digest!);
-    expect({ digest: session.digest, firstPatchBeforeCompressionEnded: firstPatch < lastByteWritten, by: Math.round(lastByteWritten - firstPatch) }).toMatchObject({ firstPatchBeforeCompressionEnded: true });
+    expect({
+      digest: session.digest,
+      firstPatchBeforeCompressionEnded: firstPatch < lastByteWritten,
+      by: Math.round(lastByteWritten - firstPatch),
+    }).toMatchObject({ firstPatchBeforeCompressionEnded: true });
     expect(session.patches.slice(0, -1).map((p) => p.bodyBytes)).toEqual(session.patches.slice(0, -1).map(() => chunk));
     expect(session.patches.at(-1)!.bodyBytes).toBeLessThanOrEqual(chunk);
     expect(session.patches.every((p) => p.status === 202)).toBe(true);
   }
 }
-

@@ -48,7 +48,11 @@ function image(node: ManifestNode): ImageNode {
 async function layerBytes(node: ImageNode, i: number): Promise<Uint8Array> {
   const bytes = node.layers[i]!.bytes;
   if (bytes.kind !== "file") throw new Error(`layer ${i} is ${bytes.kind}`);
-  return new Uint8Array(await Bun.file(bytes.path).slice(bytes.offset, bytes.offset + bytes.size).arrayBuffer());
+  return new Uint8Array(
+    await Bun.file(bytes.path)
+      .slice(bytes.offset, bytes.offset + bytes.size)
+      .arrayBuffer(),
+  );
 }
 
 const sha256 = (bytes: Uint8Array) => `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
@@ -110,7 +114,9 @@ describe("readArchive over a tar read in place", () => {
 
   test("a truncated archive is refused as corrupt", async () => {
     const corrupt = await writeCorruptArchive(join(dir, "corrupt.tar"), sample);
-    await expect(fromTar(corrupt.path)).rejects.toThrow(`archive ${corrupt.path} is corrupt or truncated: entry "${corrupt.truncatedEntry}" ends past the end of the file`);
+    await expect(fromTar(corrupt.path)).rejects.toThrow(
+      `archive ${corrupt.path} is corrupt or truncated: entry "${corrupt.truncatedEntry}" ends past the end of the file`,
+    );
   });
 
   test("a tar that is no image is refused naming what is missing", async () => {

@@ -16,10 +16,7 @@ describe("parseChallenge", () => {
 });
 
 test("mergeScopes joins the actions of one resource, in any order", () => {
-  expect(mergeScopes(["repository:a/b:pull,push", "repository:a/b:push,pull", "repository:c:pull"])).toEqual([
-    "repository:a/b:pull,push",
-    "repository:c:pull",
-  ]);
+  expect(mergeScopes(["repository:a/b:pull,push", "repository:a/b:push,pull", "repository:c:pull"])).toEqual(["repository:a/b:pull,push", "repository:c:pull"]);
 });
 
 /** A token service that counts its calls and answers with numbered tokens. */
@@ -93,7 +90,9 @@ describe("Authenticator", () => {
 
   test("a token service that refuses the password says so", async () => {
     const auth = new Authenticator(credentials, "repository:a/b:pull,push", tokenService(300, 401).fetchToken, true);
-    await expect(auth.unauthorized(CHALLENGE, undefined)).rejects.toThrow('the token service https://auth.io rejected the username "me" or its password (HTTP 401)');
+    await expect(auth.unauthorized(CHALLENGE, undefined)).rejects.toThrow(
+      'the token service https://auth.io rejected the username "me" or its password (HTTP 401)',
+    );
     const anonymous = new Authenticator(undefined, "repository:a/b:pull,push", tokenService(300, 401).fetchToken, true);
     await expect(anonymous.unauthorized(CHALLENGE, undefined)).rejects.toThrow("requires authentication: set USERNAME_REGISTRY");
   });
@@ -102,7 +101,9 @@ describe("Authenticator", () => {
     const auth = new Authenticator(credentials, ["repository:a/b:pull"], service.fetchToken, true);
     await auth.unauthorized('Bearer realm="https://evil:x@auth.io/token",service="s"', undefined);
     expect(service.calls[0]!.url).toBe("https://auth.io/token?service=s&scope=repository%3Aa%2Fb%3Apull");
-    await expect(auth.unauthorized('Bearer realm="file:///etc/passwd"', undefined)).rejects.toThrow("the registry named a token service that is not http(s): file:");
+    await expect(auth.unauthorized('Bearer realm="file:///etc/passwd"', undefined)).rejects.toThrow(
+      "the registry named a token service that is not http(s): file:",
+    );
   });
 
   test("a token that could not go in a header is no token", async () => {

@@ -150,7 +150,8 @@ describe("blob upload protocol", () => {
   test("transient answers are retried with the server's Retry-After, then the push goes on", async () => {
     let heads = 0;
     const registry = serve((request) => {
-      if (request.method === "HEAD") return ++heads === 1 ? new Response(null, { status: 429, headers: { "Retry-After": "0" } }) : new Response(null, { status: 200 });
+      if (request.method === "HEAD")
+        return ++heads === 1 ? new Response(null, { status: 429, headers: { "Retry-After": "0" } }) : new Response(null, { status: 200 });
       return new Response(null, { status: 500 });
     });
     const log = recordingLog();

@@ -3,13 +3,12 @@
  * neatly: slow links, answers that stall mid-body, sessions that keep vanishing, lost answers.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { blobOf, pushBlob, type TestBlob } from "../support/blobs.ts";
+import { blobOf, pushBlob } from "../support/blobs.ts";
 import type { Logger } from "../../src/log.ts";
 import { RegistryClient } from "../../src/registry/client.ts";
 
@@ -82,7 +81,7 @@ describe("the client under trying conditions", () => {
   test("an answer that stalls in the middle of its body is abandoned after the idle time", async () => {
     const host = await listen(
       net.createServer((socket) => {
-        socket.once("data", () => socket.write("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"err"));
+        socket.once("data", () => socket.write('HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"err'));
       }),
     );
     const started = Date.now();
@@ -115,7 +114,9 @@ describe("the client under trying conditions", () => {
       if (request.method === "PATCH") {
         await request.arrayBuffer();
         // The first chunk lands; the second always finds the session gone.
-        return ++patches % 2 === 1 ? new Response(null, { status: 202, headers: { Location: request.url, Range: "0-39" } }) : new Response(null, { status: 404 });
+        return ++patches % 2 === 1
+          ? new Response(null, { status: 202, headers: { Location: request.url, Range: "0-39" } })
+          : new Response(null, { status: 404 });
       }
       return new Response(null, { status: request.method === "DELETE" ? 204 : 404 });
     });
@@ -155,7 +156,8 @@ describe("the client under trying conditions", () => {
         request.on("end", () => {
           if (request.method === "HEAD") return response.writeHead(committed ? 200 : 404).end();
           if (request.method === "POST") return response.writeHead(202, { Location: "/u/1" }).end();
-          if (request.method === "PATCH") return response.writeHead(202, { Location: "/u/1", Range: `0-${request.headers["content-range"]?.split("-")[1]}` }).end();
+          if (request.method === "PATCH")
+            return response.writeHead(202, { Location: "/u/1", Range: `0-${request.headers["content-range"]?.split("-")[1]}` }).end();
           if (request.method === "PUT" && url.searchParams.get("digest") === blob.digest) {
             committed = true;
             return request.socket.destroy(); // stored, but the answer never arrives

@@ -47,14 +47,18 @@ describe("resolveCredentials", () => {
 
   test("on a terminal the password is asked for, naming user and host", async () => {
     const questions: string[] = [];
-    const { value } = await input(undefined, {}, {
-      username: "me",
-      stdin: { isTTY: true, text: async () => "never read" },
-      prompt: async (q) => {
-        questions.push(q);
-        return "typed";
+    const { value } = await input(
+      undefined,
+      {},
+      {
+        username: "me",
+        stdin: { isTTY: true, text: async () => "never read" },
+        prompt: async (q) => {
+          questions.push(q);
+          return "typed";
+        },
       },
-    });
+    );
     expect(await resolveCredentials(value)).toEqual({ username: "me", password: "typed" });
     expect(questions).toEqual([`Password for me@${HOST}: `]);
   });

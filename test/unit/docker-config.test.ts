@@ -92,7 +92,9 @@ describe("dockerConfigCredentials", () => {
     const path = process.env.PATH;
     process.env.PATH = `${bin}:${path}`;
     try {
-      await expect(dockerConfigCredentials("reg.io", env)).rejects.toThrow(new Error("docker-credential-flood get wrote more than 1 MiB for reg.io; stopped reading it"));
+      await expect(dockerConfigCredentials("reg.io", env)).rejects.toThrow(
+        new Error("docker-credential-flood get wrote more than 1 MiB for reg.io; stopped reading it"),
+      );
     } finally {
       process.env.PATH = path;
     }

@@ -128,7 +128,7 @@ describe("forwarding", () => {
     expect(em.violations).toEqual([]);
     const upstreamPatch = em.requests.find((r) => r.method === "PATCH");
     expect(upstreamPatch?.headers).toMatchObject({
-      "authorization": AUTH,
+      authorization: AUTH,
       "content-range": `0-${CHUNK - 1}`,
       "content-length": String(CHUNK),
       "content-type": OCTET,
@@ -140,9 +140,7 @@ describe("forwarding", () => {
       ["PUT", 201, 0, false],
       ["HEAD", 200, 0, false],
     ]);
-    expect(em.requests.map((r) => `${r.method} ${r.path}?${r.query}`)).toEqual(
-      px.requests.map((r) => `${r.method} ${r.path}?${r.query}`),
-    );
+    expect(em.requests.map((r) => `${r.method} ${r.path}?${r.query}`)).toEqual(px.requests.map((r) => `${r.method} ${r.path}?${r.query}`));
   });
 
   test("rewrites Locations that point at upstream, keeps others, does not follow redirects", async () => {
@@ -221,7 +219,12 @@ describe("faults", () => {
   test("status 503 / 522 / 429 are answered without reaching upstream", async () => {
     const location = await openUpload();
     const upstreamBefore = em.requests.length;
-    px.addRule({ method: "GET", pathIncludes: "/blobs/uploads/", nth: 1, fault: { kind: "status", status: 503, contentType: "application/json", body: '{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}' } });
+    px.addRule({
+      method: "GET",
+      pathIncludes: "/blobs/uploads/",
+      nth: 1,
+      fault: { kind: "status", status: 503, contentType: "application/json", body: '{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}' },
+    });
     px.addRule({ method: "PATCH", nth: 1, fault: { kind: "status", status: 522 } });
     px.addRule({ method: "HEAD", nth: 1, times: 2, fault: { kind: "status", status: 429, headers: { "Retry-After": "1" } } });
 

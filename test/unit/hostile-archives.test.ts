@@ -86,7 +86,10 @@ async function imageOf(root: string): Promise<{ config: { rootfs: { diff_ids: st
     top = ((await readJson(blobPath(root, top.digest))) as { manifests: Descriptor[] }).manifests[0];
   }
   const manifest = (await readJson(blobPath(root, top?.digest ?? ""))) as { config: Descriptor; layers: Descriptor[] };
-  return { config: (await readJson(blobPath(root, manifest.config.digest))) as { rootfs: { diff_ids: string[] } }, layers: manifest.layers.map((l) => blobPath(root, l.digest)) };
+  return {
+    config: (await readJson(blobPath(root, manifest.config.digest))) as { rootfs: { diff_ids: string[] } },
+    layers: manifest.layers.map((l) => blobPath(root, l.digest)),
+  };
 }
 
 /** Decompresses by magic (gzip, zstd) or returns the bytes as they are. */
@@ -163,7 +166,9 @@ describe("compressed layers that are not valid compressed data", () => {
         const { layers } = await imageOf(root);
         expect(layers[1]).toBe(entry);
         if (format !== "classic") {
-          const manifest = (await readJson(blobPath(root, ((await readJson(join(root, "index.json"))) as { manifests: Descriptor[] }).manifests[0]?.digest ?? ""))) as { layers: Descriptor[] };
+          const manifest = (await readJson(
+            blobPath(root, ((await readJson(join(root, "index.json"))) as { manifests: Descriptor[] }).manifests[0]?.digest ?? ""),
+          )) as { layers: Descriptor[] };
           expect(manifest.layers[1]?.mediaType).toBe(compression === "gzip" ? MEDIA.ociLayerGzip : MEDIA.ociLayerZstd);
         }
       });
@@ -188,7 +193,11 @@ describe("blobs that do not match their digest", () => {
         expect(a.actualDigest).not.toBe(a.claimedDigest);
         // Every other blob is honest.
         const { stdout } = await runOk(["sh", "-c", `cd '${join(root, "blobs", "sha256")}' && sha256sum *`]);
-        const lies = stdout.trim().split("\n").map((line) => line.split(/\s+/)).filter(([hash, name]) => hash !== name);
+        const lies = stdout
+          .trim()
+          .split("\n")
+          .map((line) => line.split(/\s+/))
+          .filter(([hash, name]) => hash !== name);
         expect(lies.map(([, name]) => `sha256:${name}`)).toEqual([a.claimedDigest]);
         if (target === "layer") {
           await runOk(["gzip", "-t", file]);

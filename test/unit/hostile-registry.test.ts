@@ -41,7 +41,12 @@ function digestOf(bytes: Uint8Array | string): string {
 }
 
 /** fetch relative to `base`, never following redirects (a test looks at them). */
-async function call(base: string, method: string, target: string, init: { body?: Uint8Array | string; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+async function call(
+  base: string,
+  method: string,
+  target: string,
+  init: { body?: Uint8Array | string; headers?: Record<string, string>; signal?: AbortSignal } = {},
+): Promise<Response> {
   return fetch(new URL(target, base), { method, body: init.body, headers: init.headers, signal: init.signal, redirect: "manual" });
 }
 
@@ -80,8 +85,14 @@ describe("unscripted: a correct registry", () => {
 
     const big = new Uint8Array(3000).map((_, i) => i % 251);
     let at = (await call(r.url, "POST", `/v2/${REPO}/blobs/uploads/`)).headers.get("location") ?? "";
-    for (const [start, end] of [[0, 1499], [1500, 2999]] as const) {
-      const patch = await call(r.url, "PATCH", at, { body: big.subarray(start, end + 1), headers: { "Content-Range": `${start}-${end}`, "Content-Type": OCTET } });
+    for (const [start, end] of [
+      [0, 1499],
+      [1500, 2999],
+    ] as const) {
+      const patch = await call(r.url, "PATCH", at, {
+        body: big.subarray(start, end + 1),
+        headers: { "Content-Range": `${start}-${end}`, "Content-Type": OCTET },
+      });
       expect(patch.status).toBe(202);
       expect(patch.headers.get("range")).toBe(`0-${end}`);
       at = patch.headers.get("location") ?? "";
@@ -148,7 +159,9 @@ describe("unscripted: a correct registry", () => {
       expect(challenge).toBe(`Bearer realm="${realmUrl}",service="svc",scope="repository:${REPO}:pull,push"`);
 
       expect((await call(realmUrl, "GET", "?service=svc")).status).toBe(401);
-      const answer = await call(realmUrl, "GET", `?service=svc&scope=repository:${REPO}:pull,push`, { headers: { Authorization: `Basic ${btoa("user:secret")}` } });
+      const answer = await call(realmUrl, "GET", `?service=svc&scope=repository:${REPO}:pull,push`, {
+        headers: { Authorization: `Basic ${btoa("user:secret")}` },
+      });
       const { token } = (await answer.json()) as { token: string };
       expect(r.tokens).toEqual([{ token, by: realm, service: "svc", user: "user" }]);
       expect((await call(r.url, "HEAD", `/v2/${REPO}/blobs/${digestOf("x")}`, { headers: { Authorization: `Bearer ${token}` } })).status).toBe(404);
@@ -199,7 +212,11 @@ describe("foreign hosts", () => {
     const put = await fetch(`${location}&digest=${digestOf("abc")}`, { method: "PUT", body: "abc" });
     expect(put.status).toBe(401);
     expect(put.headers.get("www-authenticate")).toBe('Basic realm="cdn"');
-    const again = await fetch(`${location}&digest=${digestOf("abc")}`, { method: "PUT", body: "abc", headers: { Authorization: `Basic ${btoa("cdn:cdn-pass")}` } });
+    const again = await fetch(`${location}&digest=${digestOf("abc")}`, {
+      method: "PUT",
+      body: "abc",
+      headers: { Authorization: `Basic ${btoa("cdn:cdn-pass")}` },
+    });
     expect(again.status).toBe(201);
     expect(r.blobs.has(digestOf("abc"))).toBe(true);
     expect(r.third.requests.map((q) => [q.method, q.bodyBytes, q.status])).toEqual([
@@ -211,7 +228,11 @@ describe("foreign hosts", () => {
   for (const status of [307, 308, 303] as const) {
     test(`a ${status} redirect of blob, manifest and upload requests to the foreign origin keeps path and query`, async () => {
       const r = await start({ rules: [{ origin: "registry", route: ["blob", "manifest", "upload"], behaviour: { kind: "redirect", status, to: "foreign" } }] });
-      for (const target of [`/v2/${REPO}/blobs/${digestOf("x")}`, `/v2/${REPO}/manifests/1.0`, `/v2/${REPO}/blobs/uploads/abc?_state=1&digest=${digestOf("x")}`]) {
+      for (const target of [
+        `/v2/${REPO}/blobs/${digestOf("x")}`,
+        `/v2/${REPO}/manifests/1.0`,
+        `/v2/${REPO}/blobs/uploads/abc?_state=1&digest=${digestOf("x")}`,
+      ]) {
         const res = await call(r.url, "GET", target, { headers: { Authorization: "Bearer registry-token" } });
         expect(res.status).toBe(status);
         expect(res.headers.get("location")).toBe(`${r.foreign.url}${target}`);
@@ -342,7 +363,9 @@ describe("token services that misbehave", () => {
     const challenge = (await call(r.url, "GET", "/v2/")).headers.get("www-authenticate") ?? "";
     const realm = /realm="([^"]+)"/.exec(challenge)?.[1] ?? "";
     expect(realm).toBe(`${r.foreign.url}/token`);
-    const error = await call(realm, "GET", "?service=svc", { headers: { Authorization: `Basic ${btoa("u:p")}` }, signal: AbortSignal.timeout(300) }).catch((e: unknown) => e);
+    const error = await call(realm, "GET", "?service=svc", { headers: { Authorization: `Basic ${btoa("u:p")}` }, signal: AbortSignal.timeout(300) }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(DOMException);
     expect((error as DOMException).name).toBe("TimeoutError");
     const entry = await r.waitForRequest((q) => q.route === "token" && q.clientClosed);
@@ -357,7 +380,12 @@ describe("token services that misbehave", () => {
       rules: [
         { route: "token", nth: 1, times: 1, behaviour: { kind: "delay", ms: 150 } },
         { route: "token", nth: 2, times: 1, behaviour: { kind: "error", status: 403, code: "DENIED", message: "no" } },
-        { route: "token", nth: 3, times: 1, behaviour: { kind: "status", status: 200, headers: { "Content-Type": "application/json" }, body: '{"expires_in":300}' } },
+        {
+          route: "token",
+          nth: 3,
+          times: 1,
+          behaviour: { kind: "status", status: 200, headers: { "Content-Type": "application/json" }, body: '{"expires_in":300}' },
+        },
       ],
     });
     const slow = await call(r.foreign.url, "GET", "/token?service=svc");
@@ -372,10 +400,14 @@ describe("token services that misbehave", () => {
   });
 
   test("a 401 challenge on any route whatever was sent, Bearer with a realm on another origin", async () => {
-    const r = await start({ rules: [{ method: "PATCH", behaviour: { kind: "challenge", scheme: "bearer", realm: "third", service: "s", error: "invalid_token" } }] });
+    const r = await start({
+      rules: [{ method: "PATCH", behaviour: { kind: "challenge", scheme: "bearer", realm: "third", service: "s", error: "invalid_token" } }],
+    });
     const res = await call(r.url, "PATCH", `/v2/${REPO}/blobs/uploads/x`, { headers: { Authorization: "Bearer whatever" } });
     expect(res.status).toBe(401);
-    expect(res.headers.get("www-authenticate")).toBe(`Bearer realm="${r.third.url}/token",service="s",scope="repository:${REPO}:pull,push",error="invalid_token"`);
+    expect(res.headers.get("www-authenticate")).toBe(
+      `Bearer realm="${r.third.url}/token",service="s",scope="repository:${REPO}:pull,push",error="invalid_token"`,
+    );
   });
 });
 
@@ -460,7 +492,12 @@ describe("escape sequences, silence, resets, raw answers and rule windows", () =
     const r = await start({
       rules: [
         { route: "ping", nth: 1, times: 1, behaviour: { kind: "reset" } },
-        { route: "ping", nth: 2, times: 1, behaviour: { kind: "raw", bytes: "HTTP/1.1 418 Teapot\r\nX-C1: \x9b31m\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi" } },
+        {
+          route: "ping",
+          nth: 2,
+          times: 1,
+          behaviour: { kind: "raw", bytes: "HTTP/1.1 418 Teapot\r\nX-C1: \x9b31m\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi" },
+        },
         { route: "ping", nth: 3, times: 1, behaviour: { kind: "serve", headers: { "X-Evil": "a\u001bb" } } },
         { route: "blob", behaviour: { kind: "silent", readBody: false } },
       ],
@@ -494,7 +531,12 @@ describe("escape sequences, silence, resets, raw answers and rule windows", () =
   });
 
   test("stop() ends endless bodies and silent connections at once", async () => {
-    const r = await start({ rules: [{ route: "ping", behaviour: endlessJsonError() }, { route: "blob", behaviour: { kind: "silent" } }] });
+    const r = await start({
+      rules: [
+        { route: "ping", behaviour: endlessJsonError() },
+        { route: "blob", behaviour: { kind: "silent" } },
+      ],
+    });
     const endless = await call(r.url, "GET", "/v2/");
     const silent = call(r.url, "GET", `/v2/${REPO}/blobs/${digestOf("x")}`).catch((e: unknown) => e);
     await r.waitForRequest((q) => q.route === "blob");

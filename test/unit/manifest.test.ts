@@ -49,7 +49,12 @@ describe("buildImageManifest", () => {
   });
 
   test("Docker v2: Docker config type, no annotations anywhere", () => {
-    const built = buildImageManifest({ format: "docker", config: { ...config, mediaType: OCI_CONFIG }, layers: [{ mediaType: DOCKER_LAYER_GZIP, digest: d("1"), size: 10, annotations: { a: "1" } }], annotations: { a: "b" } });
+    const built = buildImageManifest({
+      format: "docker",
+      config: { ...config, mediaType: OCI_CONFIG },
+      layers: [{ mediaType: DOCKER_LAYER_GZIP, digest: d("1"), size: 10, annotations: { a: "1" } }],
+      annotations: { a: "b" },
+    });
     expect(built.mediaType).toBe(DOCKER_MANIFEST);
     expect(parse(built.bytes)).toEqual({
       schemaVersion: 2,

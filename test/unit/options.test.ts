@@ -77,7 +77,10 @@ describe("parseCommand", () => {
 
 describe("prune", () => {
   test("defaults to blobs unused for 30 days, no size bound", () => {
-    expect(parseCommand(["prune"], {})).toEqual({ kind: "prune", options: { cacheDir: undefined, maxAgeMs: 30 * 86_400_000, maxBytes: undefined, dryRun: false } });
+    expect(parseCommand(["prune"], {})).toEqual({
+      kind: "prune",
+      options: { cacheDir: undefined, maxAgeMs: 30 * 86_400_000, maxBytes: undefined, dryRun: false },
+    });
   });
 
   test("--max-age, --max-size, --cache-dir and --dry-run", () => {

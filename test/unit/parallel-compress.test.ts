@@ -3,13 +3,7 @@ import { mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32, gunzipSync, inflateRawSync, zstdDecompressSync } from "node:zlib";
-import {
-  type Algorithm,
-  closeCompressWorkers,
-  CompressPool,
-  compressRange,
-  DEFAULT_BLOCK_SIZE,
-} from "../../src/layers/parallel-compress.ts";
+import { type Algorithm, closeCompressWorkers, CompressPool, compressRange, DEFAULT_BLOCK_SIZE } from "../../src/layers/parallel-compress.ts";
 
 let dir: string;
 let fileCount = 0;
@@ -208,7 +202,10 @@ describe("errors reject with a clear message and leave no file open", () => {
     const dest = `${source}.gz`;
     const abort = new AbortController();
     const promise = compressRange(source, { offset: 0, size: 2 * 1024 * 1024 }, dest, {
-      algorithm: "gzip", level: 6, blockSize: 64 * 1024, signal: abort.signal,
+      algorithm: "gzip",
+      level: 6,
+      blockSize: 64 * 1024,
+      signal: abort.signal,
     });
     abort.abort(new Error("interrupted"));
     await expect(promise).rejects.toThrow("interrupted");

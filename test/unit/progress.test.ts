@@ -33,7 +33,11 @@ function script(progress: Progress, clock: { t: number }): void {
   progress.update("config", { phase: "checking", digest: DIGEST_B, note: "from .cache" });
   progress.update("config", { phase: "exists" });
   progress.update("layer 1/2", { phase: "uploading", total: 20_000_000, chunk: { index: 1, count: 3 } });
-  for (const [index, end] of [[1, 6_700_000], [2, 13_400_000], [3, 20_000_000]] as const) {
+  for (const [index, end] of [
+    [1, 6_700_000],
+    [2, 13_400_000],
+    [3, 20_000_000],
+  ] as const) {
     const start = end - 6_700_000;
     for (let i = 1; i <= 10; i++) {
       clock.t += 100;

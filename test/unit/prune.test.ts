@@ -55,7 +55,10 @@ describe("pruneCache", () => {
 
   test("upload sessions older than a week go; newer ones stay", async () => {
     await mkdir(join(dir, "uploads"));
-    for (const [name, days] of [["old.json", 8], ["new.json", 1]] as const) {
+    for (const [name, days] of [
+      ["old.json", 8],
+      ["new.json", 1],
+    ] as const) {
       await writeFile(join(dir, "uploads", name), "{}");
       await utimes(join(dir, "uploads", name), new Date(NOW - days * DAY), new Date(NOW - days * DAY));
     }

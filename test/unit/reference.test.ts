@@ -18,13 +18,13 @@ describe("parseReference", () => {
     ["ubuntu:22.04", /names no registry host/],
     ["library/ubuntu", /names no registry host/],
     ["app", /names no registry host/],
-    ["reg.io/app@sha256:" + "a".repeat(64), /digest reference/],
+    [`reg.io/app@sha256:${"a".repeat(64)}`, /digest reference/],
     ["reg.io/App", /invalid repository "App"/],
     ["reg.io/", /invalid repository ""/],
     ["reg.io/team//app", /invalid repository/],
     ["reg.io/app:", /invalid tag ""/],
     ["reg.io/app:bad/tag", /invalid repository|invalid tag/],
-    ["reg.io/app:" + "t".repeat(129), /invalid tag/],
+    [`reg.io/app:${"t".repeat(129)}`, /invalid tag/],
     ["reg.io:99999/app", /invalid registry host "reg.io:99999"/],
     ["host:notaport/app", /invalid registry host "host:notaport"/],
     ["reg io.com/app", /invalid registry host/],
@@ -59,7 +59,9 @@ describe("parseReference", () => {
   });
 
   test("a scheme is refused, and only the scheme is named", () => {
-    expect(messageOf("https://reg.io/app:1")).toBe(`a reference has no scheme: drop "https://" (plain http is INSECURE_HTTP_PUSH=true or --insecure); ${EXPECTED}`);
+    expect(messageOf("https://reg.io/app:1")).toBe(
+      `a reference has no scheme: drop "https://" (plain http is INSECURE_HTTP_PUSH=true or --insecure); ${EXPECTED}`,
+    );
   });
 
   test("a digest reference names only what precedes the @", () => {

@@ -40,7 +40,12 @@ describe("describeFailure", () => {
   });
 
   test("403 in JSON keeps the registry's words and adds the read-only hint", () => {
-    const { text } = describeFailure(403, "Forbidden", "application/json", '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}');
+    const { text } = describeFailure(
+      403,
+      "Forbidden",
+      "application/json",
+      '{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}',
+    );
     expect(text).toBe("HTTP 403 DENIED: requested access to the resource is denied (the user may not push to this repository (a read-only user?))");
   });
 

@@ -14,7 +14,9 @@ async function gnuTar(archive: string, cwd: string, args: string[]): Promise<voi
 
 async function bytesOf(index: TarIndex, name: string): Promise<string> {
   const entry = index.get(name);
-  return Bun.file(index.path).slice(entry.offset, entry.offset + entry.size).text();
+  return Bun.file(index.path)
+    .slice(entry.offset, entry.offset + entry.size)
+    .text();
 }
 
 beforeAll(async () => {

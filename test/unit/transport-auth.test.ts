@@ -99,11 +99,17 @@ describe("credentials only for the registry", () => {
   test("a same-origin redirect keeps Authorization", async () => {
     const registry = recordingServer((request) => {
       if (request.headers.get("authorization") !== BASIC) return new Response(null, { status: 401, headers: { "WWW-Authenticate": 'Basic realm="r"' } });
-      return new URL(request.url).pathname === "/v2/a" ? new Response(null, { status: 302, headers: { Location: "/v2/b" } }) : new Response(null, { status: 200 });
+      return new URL(request.url).pathname === "/v2/a"
+        ? new Response(null, { status: 302, headers: { Location: "/v2/b" } })
+        : new Response(null, { status: 200 });
     });
     const response = await client(registry.host).send("GET", "/v2/a");
     expect(response.status).toBe(200);
-    expect(registry.seen.map((r) => [r.path, r.authorization])).toEqual([["/v2/a", undefined], ["/v2/a", BASIC], ["/v2/b", BASIC]]);
+    expect(registry.seen.map((r) => [r.path, r.authorization])).toEqual([
+      ["/v2/a", undefined],
+      ["/v2/a", BASIC],
+      ["/v2/b", BASIC],
+    ]);
   });
 });
 
@@ -112,7 +118,8 @@ describe("loops a server cannot keep going", () => {
     let issued = 0;
     const tokens = recordingServer(() => Response.json({ token: `t${++issued}`, expires_in: 300 }));
     const registry = recordingServer(
-      () => new Response(null, { status: 401, headers: { "WWW-Authenticate": `Bearer realm="http://${tokens.host}/token",service="reg",error="invalid_token"` } }),
+      () =>
+        new Response(null, { status: 401, headers: { "WWW-Authenticate": `Bearer realm="http://${tokens.host}/token",service="reg",error="invalid_token"` } }),
     );
     const response = await client(registry.host).send("HEAD", "/v2/r/blobs/sha256:x");
     expect(response.status).toBe(401);
@@ -139,7 +146,10 @@ describe("loops a server cannot keep going", () => {
     const registry = recordingServer((request) =>
       request.method === "PUT" ? new Response(null, { status: 303, headers: { Location: "/v2/r/done" } }) : new Response("ok", { status: 200 }),
     );
-    const response = await client(registry.host).send("PUT", "/v2/r/manifests/1", { body: "manifest bytes", headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" } });
+    const response = await client(registry.host).send("PUT", "/v2/r/manifests/1", {
+      body: "manifest bytes",
+      headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+    });
     expect(response.status).toBe(200);
     expect(await response.text()).toBe("ok");
     const [put, get] = registry.seen;
@@ -174,7 +184,9 @@ describe("token service answers", () => {
     const { tokens, registry } = registryWithTokens(() =>
       Response.json({ errors: [{ code: "UNSUPPORTED", message: "bad \u001b[31mscope\u001b[0m\r\u0007 asked" }] }, { status: 400 }),
     );
-    expect(await messageOf(client(registry.host).ping())).toBe(`the token service http://${tokens.host} did not issue a token (HTTP 400: UNSUPPORTED: bad scope  asked)`);
+    expect(await messageOf(client(registry.host).ping())).toBe(
+      `the token service http://${tokens.host} did not issue a token (HTTP 400: UNSUPPORTED: bad scope  asked)`,
+    );
   });
 
   test("a pull-only client asks for the scope it was given", async () => {

@@ -119,7 +119,10 @@ describe("request bodies produced while they are sent", () => {
   test("with a length: exactly that Content-Length, and progress counts the bytes read", async () => {
     const server = recordingServer(() => new Response(null, { status: 202 }));
     const progress: number[] = [];
-    const response = await client(server.host).send("PATCH", "/v2/r/blobs/uploads/1", { body: source(["hello ", "world"], 11), onProgress: (n) => progress.push(n) });
+    const response = await client(server.host).send("PATCH", "/v2/r/blobs/uploads/1", {
+      body: source(["hello ", "world"], 11),
+      onProgress: (n) => progress.push(n),
+    });
     expect(response.status).toBe(202);
     expect(server.seen.map((r) => [r.contentLength, r.transferEncoding, new TextDecoder().decode(r.body)])).toEqual([["11", undefined, "hello world"]]);
     expect(progress).toEqual([6, 11]);
@@ -183,9 +186,7 @@ describe("streamed answers", () => {
   });
 
   test("a stream that stalls midway fails the read with a NetworkError after the idle time", async () => {
-    const host = await listenNet((socket) =>
-      socket.once("data", () => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n${"b".repeat(1000)}`)),
-    );
+    const host = await listenNet((socket) => socket.once("data", () => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n${"b".repeat(1000)}`)));
     const response = await client(host, { idleTimeoutMs: 500 }).send("GET", "/v2/r/blobs/sha256:x", { stream: true, what: "source blob" });
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     let received = 0;

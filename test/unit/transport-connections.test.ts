@@ -49,7 +49,9 @@ describe("connection failures, in plain words naming the host", () => {
       `layer 1/1: http://${host} closed the connection unexpectedly (gave up after 2 attempts)`,
     );
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(new RegExp(`^layer 1/1: http://${host.replace(/\./g, "\\.")} closed the connection unexpectedly; retrying in 0\\.0 s \\(attempt 2 of 2\\)$`));
+    expect(warnings[0]).toMatch(
+      new RegExp(`^layer 1/1: http://${host.replace(/\./g, "\\.")} closed the connection unexpectedly; retrying in 0\\.0 s \\(attempt 2 of 2\\)$`),
+    );
   });
 
   test("timeout: the server accepts and never answers", async () => {
