@@ -14,6 +14,7 @@ import type { BlobCache } from "../layers/cache.ts";
 import { compressRange, compressStream, type Algorithm } from "../layers/parallel-compress.ts";
 import { checkFacts, inspectLayer, VerificationError } from "../layers/verify.ts";
 import type { BlobBytes, Layer } from "../model/image.ts";
+import { sha256Digest } from "../model/digest.ts";
 import { sniffCompression, type Compression } from "../model/media-types.ts";
 
 export interface LayerCompression {
@@ -209,10 +210,13 @@ async function prepareStored(layer: Layer, ctx: PrepareContext): Promise<Prepare
     file = await download(bytes, claimed, cache, ctx.signal);
     origin = "downloaded";
   } else if (bytes.kind === "taken" && bytes.taken.small) {
+    // Kept under its digest like any stored blob (a temporary name would be left behind).
+    const small = bytes.taken.small;
+    const identity = { digest: sha256Digest(small), size: small.length };
     const temp = cache.tempPath();
-    await writeFile(temp, bytes.taken.small);
-    file = await BlobFile.complete(temp, 0, bytes.taken.small.length);
-    complete = bytes.taken.small.length;
+    await writeFile(temp, small);
+    file = await BlobFile.complete(await cache.adopt(temp, identity), 0, small.length);
+    complete = small.length;
   } else if (bytes.kind === "unavailable") {
     throw new RepairableError(`${ctx.label}: its blob ${claimed ?? ""} is not in the cache, and ${bytes.reason}`);
   } else {
