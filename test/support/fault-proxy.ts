@@ -44,7 +44,12 @@ export type Fault =
    */
   | { kind: "stale-416" }
   /** Destroys the connection as soon as the request headers are in, without reading the body. */
-  | { kind: "reset" };
+  | { kind: "reset" }
+  /**
+   * Forwards the request (upstream processes it: a final PUT completes the blob), then drops upstream's
+   * answer and answers `status` instead: the answer that was lost on the way back.
+   */
+  | { kind: "lost-answer"; status: number };
 
 export interface FaultRule {
   /** Exact method, case-insensitive; any method when omitted. */
@@ -76,6 +81,8 @@ export interface ProxiedRequest {
    * went away before any answer existed.
    */
   status: number | "cut" | "reset";
+  /** For a lost answer: what upstream really answered before the proxy replaced it. */
+  upstreamStatus?: number;
   faulted: boolean;
   /** The kind of fault applied, when `faulted`. */
   fault?: Fault["kind"];
@@ -247,6 +254,9 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
       case "stale-416":
         afterBody(() => void answerStale(req, res, entry, target));
         return;
+      case "lost-answer":
+        forward(req, res, entry, target, 0, fault.status);
+        return;
       default:
         forward(req, res, entry, target, fault?.kind === "stall" ? fault.ms : 0);
     }
@@ -344,7 +354,7 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     res.end(body);
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, target: string, stallMs: number): void {
+  function forward(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, target: string, stallMs: number, replaceStatus?: number): void {
     let upstreamRequest: http.ClientRequest | undefined;
     // The client left (its timeout, or a test's abort): nothing more to send it, nor upstream.
     res.on("close", () => {
@@ -359,6 +369,13 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     }).then(
       (response) => {
         entry.status = response.statusCode ?? 502;
+        if (replaceStatus !== undefined) {
+          response.resume();
+          entry.upstreamStatus = entry.status;
+          entry.status = replaceStatus;
+          res.writeHead(replaceStatus, { "Content-Type": "text/plain", "Content-Length": "0" }).end();
+          return;
+        }
         if (stallMs <= 0) {
           relay(response, res, entry);
           return;
