@@ -350,6 +350,35 @@ describe("an OCI layout (index.json)", () => {
     expect(image((await readArchive(archive, "app:1.0")).root).config.digest).toBe(d.config);
   });
 
+  test("--image on a single-image layout must name it", async () => {
+    const archive = new MemoryArchive();
+    indexJson(archive, [layoutImage(archive, "a", { annotations: { [REF_NAME]: "app:1" } })]);
+    expect(await refusal(() => readArchive(archive, "other:1"), UsageError)).toBe(`--image other:1: ${LABEL} has no image of that name (app:1)`);
+  });
+
+  test("a manifest.json beside index.json naming other configs adds no name", async () => {
+    const archive = new MemoryArchive();
+    const d = layoutImage(archive, "a", { annotations: { [REF_NAME]: "app:1" } });
+    indexJson(archive, [d]);
+    archive.put("manifest.json", json([{ Config: `blobs/sha256/${"e".repeat(64)}`, RepoTags: ["stranger:1"], Layers: [] }]));
+    expect((await readArchive(archive)).names).toEqual(["app:1"]);
+  });
+
+  test.each([
+    ["no manifest.json", undefined],
+    ["a manifest.json naming no config by digest", [{ Config: "config.json", RepoTags: ["x:1"], Layers: [] }]],
+  ])("with %s, the image not chosen is not read: its broken manifest does not matter", async (_what, manifest) => {
+    const archive = new MemoryArchive();
+    const good = layoutImage(archive, "good", { annotations: { [REF_NAME]: "good:1" } });
+    const broken = layoutImage(archive, "broken", { annotations: { [REF_NAME]: "broken:1" } });
+    archive.put(`blobs/sha256/${hex(broken.digest)}`, utf8("not the manifest"));
+    indexJson(archive, [good, broken]);
+    if (manifest) archive.put("manifest.json", json(manifest));
+    const read = await readArchive(archive, "good:1");
+    expect(image(read.root).config.digest).toBe(good.config);
+    expect(archive.smallReads.map(([name]) => name)).not.toContain(`blobs/sha256/${hex(broken.digest)}`);
+  });
+
   test("an empty name annotation is no name", async () => {
     const archive = new MemoryArchive();
     indexJson(archive, [layoutImage(archive, "a", { annotations: { [REF_NAME]: "", [CONTAINERD_NAME]: "app" } })]);

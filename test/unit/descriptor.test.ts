@@ -85,6 +85,7 @@ describe("parseDescriptor", () => {
     ["a string", "sha256:x", "entry 1 is not a descriptor"],
     ["no digest", { size: 1 }, "entry 1 has no sha256 digest"],
     ["a numeric digest", { digest: 5, size: 1 }, "entry 1 has no sha256 digest"],
+    ["a digest inside a list", { digest: [d("a")], size: 1 }, "entry 1 has no sha256 digest"],
     ["another algorithm", { digest: "sha512:abc", size: 1 }, 'entry 1 has no sha256 digest (got "sha512:abc")'],
     ["a digest and a newline", { digest: `${d("a")}\n`, size: 1 }, `entry 1 has no sha256 digest (got "${d("a")}\n")`],
     ["a digest after other text", { digest: `x${d("a")}`, size: 1 }, `entry 1 has no sha256 digest (got "x${d("a")}")`],
@@ -98,6 +99,11 @@ describe("parseDescriptor", () => {
     ["a numeric media type", { digest: d("a"), size: 1, mediaType: 3 }, "entry 1 has a media type that is not a string"],
     ["a null media type", { digest: d("a"), size: 1, mediaType: null }, "entry 1 has a media type that is not a string"],
     ["a numeric annotation", { digest: d("a"), size: 1, annotations: { k: 1 } }, "entry 1 annotations are not a map of strings"],
+    [
+      "one numeric annotation among strings",
+      { digest: d("a"), size: 1, annotations: { a: "x", k: 1, z: "y" } },
+      "entry 1 annotations are not a map of strings",
+    ],
     ["annotations as a list", { digest: d("a"), size: 1, annotations: ["v"] }, "entry 1 annotations are not a map of strings"],
     ["annotations as a string", { digest: d("a"), size: 1, annotations: "k=v" }, "entry 1 annotations are not a map of strings"],
     ["a null platform", { digest: d("a"), size: 1, platform: null }, "entry 1 platform needs os and architecture"],
@@ -293,6 +299,7 @@ describe("parseConfig", () => {
     ["rootfs as a list", { rootfs: [] }, "the image config's rootfs.diff_ids are not a list of sha256 digests"],
     ["diff_ids not a list", { rootfs: { diff_ids: {} } }, "the image config's rootfs.diff_ids are not a list of sha256 digests"],
     ["a numeric diff_id", { rootfs: { diff_ids: [d("1"), 5] } }, "the image config's rootfs.diff_ids are not a list of sha256 digests"],
+    ["a diff_id inside a list", { rootfs: { diff_ids: [[d("1")]] } }, "the image config's rootfs.diff_ids are not a list of sha256 digests"],
     ["a diff_id that is no digest", { rootfs: { diff_ids: [d("1"), "sha256:xyz"] } }, "the image config's rootfs.diff_ids are not a list of sha256 digests"],
   ])("%s is refused", (_what, value, message) => {
     expect(refusal(() => parseConfig(json(value), "the image config"))).toBe(message);

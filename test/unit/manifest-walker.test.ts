@@ -3,7 +3,7 @@
  * what it reads (once each, with the right limit and kind), and each refusal with its exact message.
  */
 import { describe, expect, test } from "bun:test";
-import type { Descriptor } from "../../src/model/descriptor.ts";
+import { type Descriptor, DocumentError } from "../../src/model/descriptor.ts";
 import { sha256Digest } from "../../src/model/digest.ts";
 import type { ArtifactNode, ImageNode, IndexNode, ManifestNode } from "../../src/model/image.ts";
 import { sniffCompression } from "../../src/model/media-types.ts";
@@ -265,6 +265,35 @@ describe("an image manifest", () => {
   });
 });
 
+describe("documents that are not what their descriptor says", () => {
+  async function documentRefusal(run: () => Promise<unknown>): Promise<string> {
+    const error = await run().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(DocumentError);
+    return (error as Error).message;
+  }
+
+  test("each is named by its kind and digest", async () => {
+    const store = new MemoryBlobs();
+    const notJson = store.put(utf8("<html>"), OCI_MANIFEST);
+    expect(await documentRefusal(() => walk(store, notJson))).toBe(`manifest ${notJson.digest} is not valid JSON`);
+    expect(await documentRefusal(() => new ManifestWalker(store).configDigestOf(notJson))).toBe(`manifest ${notJson.digest} is not valid JSON`);
+
+    const badConfig = store.put(json({ schemaVersion: 2, config: {}, layers: [] }), OCI_MANIFEST);
+    expect(await documentRefusal(() => walk(store, badConfig))).toBe(`manifest ${badConfig.digest} config has no sha256 digest`);
+    expect(await documentRefusal(() => new ManifestWalker(store).configDigestOf(badConfig))).toBe(`manifest ${badConfig.digest} config has no sha256 digest`);
+
+    const badIndex = store.put(json({ schemaVersion: 2, manifests: [{ digest: "x", size: 1 }] }), OCI_INDEX);
+    expect(await documentRefusal(() => walk(store, badIndex))).toBe(`index ${badIndex.digest} entry 1 has no sha256 digest (got "x")`);
+
+    const config = store.put(json({ rootfs: { diff_ids: "none" } }), OCI_CONFIG);
+    const manifest = store.put(json({ schemaVersion: 2, config, layers: [] }), OCI_MANIFEST);
+    expect(await documentRefusal(() => walk(store, manifest))).toBe(`config ${config.digest}'s rootfs.diff_ids are not a list of sha256 digests`);
+  });
+});
+
 describe("an index", () => {
   test("children in order, each with its descriptor; nested indexes walked; the raw bytes and document kept", async () => {
     const store = new MemoryBlobs();
@@ -333,6 +362,17 @@ describe("an index", () => {
       `${LABEL} is corrupt: index ${amd.manifest.digest} contains itself`,
     );
     expect(store.reads).toEqual([]);
+  });
+
+  test("the indexes above a child are on the path it is walked with", async () => {
+    const store = new MemoryBlobs();
+    const amd = putImage(store);
+    const inner = putIndex(store, [amd.manifest]);
+    const outer = putIndex(store, [inner]);
+    // Walked from a caller that already holds the image: the loop shows two levels down.
+    expect(await refusal(() => new ManifestWalker(store).node(outer, 0, [amd.manifest.digest]))).toBe(
+      `${LABEL} is corrupt: index ${amd.manifest.digest} contains itself`,
+    );
   });
 
   test(`indexes may nest ${MAX_DEPTH} levels, not ${MAX_DEPTH + 1}`, async () => {

@@ -139,7 +139,13 @@ describe("what each format keeps, in the spec's field order", () => {
       config: { mediaType: OCI_CONFIG, digest: d("c"), size: 7 },
       layers: [{ mediaType: OCI_LAYER_GZIP, digest: d("1"), size: 10 }],
     });
-    const child = { mediaType: OCI_MANIFEST, digest: d("a"), size: 5, annotations: {}, platform: { os: "linux", architecture: "amd64", "os.features": [] } };
+    const child = {
+      mediaType: OCI_MANIFEST,
+      digest: d("a"),
+      size: 5,
+      annotations: {},
+      platform: { os: "linux", architecture: "amd64", "os.features": [], "os.version": "", variant: "" },
+    };
     expect(parse(buildIndex({ format: "oci", manifests: [child], annotations: {} }).bytes)).toStrictEqual({
       schemaVersion: 2,
       mediaType: OCI_INDEX,

@@ -95,6 +95,7 @@ describe("samePlatform", () => {
   test("os, architecture and variant each tell platforms apart", () => {
     expect(samePlatform(p("linux", "amd64"), p("windows", "amd64"))).toBe(false);
     expect(samePlatform(p("linux", "amd64"), p("linux", "arm64"))).toBe(false);
+    expect(samePlatform(p("linux", "amd64"), p("linux", "riscv64"))).toBe(false);
     expect(samePlatform(p("linux", "arm", "v6"), p("linux", "arm", "v7"))).toBe(false);
     // Unlike platformMatches, no variant is not a wildcard here: linux/arm is linux/arm/v7 only.
     expect(samePlatform(p("linux", "arm"), p("linux", "arm", "v6"))).toBe(false);

@@ -198,6 +198,10 @@ describe("parseSourceReference (--from)", () => {
     expect(refusal(`reg.io/app@${bad}`)).toBe(`--from: "${bad}" is not a sha256 digest`);
   });
 
+  test("a scheme-like text after the @ is a bad digest, not a scheme", () => {
+    expect(refusal("reg.io/app@x://y")).toBe('--from: "x://y" is not a sha256 digest');
+  });
+
   test("a long non-digest is quoted only in part", () => {
     const bad = "z".repeat(300);
     expect(refusal(`reg.io/app@${bad}`)).toBe(`--from: "${"z".repeat(80)}" is not a sha256 digest`);
