@@ -44,7 +44,9 @@ for (const [file, { mutants }] of Object.entries(report.files).sort(([a], [b]) =
   rows.push(`${percent(d, d + u.length).padStart(8)}  ${String(d).padStart(4)} of ${String(d + u.length).padEnd(4)}  ${file}`);
   for (const m of u.sort((a, b) => a.location.start.line - b.location.start.line || a.location.start.column - b.location.start.column)) {
     const replacement = (m.replacement ?? "").replace(/\s+/g, " ");
-    left.push(`${file}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName}: ${replacement.length > 100 ? `${replacement.slice(0, 100)}...` : replacement}`);
+    left.push(
+      `${file}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName}: ${replacement.length > 100 ? `${replacement.slice(0, 100)}...` : replacement}`,
+    );
   }
 }
 console.log(rows.join("\n"));
