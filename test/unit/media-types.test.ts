@@ -74,7 +74,7 @@ describe("layer media types", () => {
     expect(() => layerMediaType("zstd", "docker")).toThrow(new RangeError("Docker v2 manifests cannot describe zstd layers"));
   });
 
-  test("the other layer types named for the walker", () => {
+  test("the exported layer types no builder picks are still the spec's strings", () => {
     expect(OCI_LAYER).toBe("application/vnd.oci.image.layer.v1.tar");
     expect(OCI_LAYER_NONDISTRIBUTABLE_GZIP).toBe("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip");
     expect(DOCKER_LAYER).toBe("application/vnd.docker.image.rootfs.diff.tar");
