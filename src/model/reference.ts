@@ -52,14 +52,16 @@ export function parseReference(input: string): Reference {
   return { host: first, repository: path, tag };
 }
 
+// Docker's host grammar (distribution/reference): dot-separated DNS labels or an IPv6 literal in
+// brackets, then maybe a port. Anything else (`reg.io?x`, `reg.io\evil`, `reg.io#x`) would parse as a URL
+// whose host is not the one named, and send the push somewhere else.
+const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:]+\])(?::(\d+))?$/;
+
 function validHost(host: string): boolean {
-  const port = /:(\d+)$/.exec(host)?.[1];
-  if (host.includes(":") && (port === undefined || Number(port) < 1 || Number(port) > 65535)) return false;
-  try {
-    return new URL(`https://${host}/`).host.length > 0;
-  } catch {
-    return false;
-  }
+  const match = HOST.exec(host);
+  if (!match) return false;
+  const port = match[1];
+  return port === undefined || (Number(port) >= 1 && Number(port) <= 65535);
 }
 
 export function formatReference(ref: Reference): string {

@@ -12,8 +12,14 @@ export interface FailureDetails {
   bodyBytes?: number;
 }
 
+interface RegistryError {
+  code?: unknown;
+  message?: unknown;
+  detail?: unknown;
+}
+
 interface ErrorBody {
-  errors?: { code?: unknown; message?: unknown; detail?: unknown }[];
+  errors?: unknown[];
 }
 
 const HINTS: Record<number, string> = {
@@ -97,10 +103,16 @@ export function tooLargeHint(refusedBytes?: number): string {
   return `${body} was larger than the registry or a proxy in front of it accepts: pass a smaller --chunk-size (or CHUNK_SIZE), e.g. --chunk-size ${example}`;
 }
 
-function parseErrors(contentType: string, body: string): NonNullable<ErrorBody["errors"]> | undefined {
+function parseErrors(contentType: string, body: string): RegistryError[] | undefined {
   if (!contentType.includes("json") && !body.trimStart().startsWith("{")) return undefined;
   const parsed = parseJson(body) as ErrorBody | undefined;
-  return parsed && Array.isArray(parsed.errors) ? parsed.errors : undefined;
+  if (!parsed || !Array.isArray(parsed.errors)) return undefined;
+  // Only entries that say something: a broken or hostile registry's [null] made the message itself
+  // throw, and [1] or [{}] left "HTTP 400 " with nothing after it; the status and body are shown instead.
+  return parsed.errors.filter(
+    (e): e is RegistryError =>
+      typeof e === "object" && e !== null && (text((e as RegistryError).code, 60) !== "" || text((e as RegistryError).message, MESSAGE_CHARS) !== ""),
+  );
 }
 
 function parseJson(body: string): unknown {

@@ -22,6 +22,9 @@ export function isTransientStatus(status: number): boolean {
 export function parseRetryAfter(value: string | null, now: number): number | undefined {
   if (!value) return undefined;
   if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  // Every HTTP-date form names its weekday and month; without letters it is none, though Bun's
+  // Date.parse reads "1.5" or "-1" as days of 2001 (a wait of 0: every retry at once).
+  if (!/[a-z]/i.test(value)) return undefined;
   const date = Date.parse(value);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }

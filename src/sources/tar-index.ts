@@ -105,10 +105,11 @@ async function readEntries(handle: FileHandle, path: string): Promise<Map<string
         continue;
       }
     }
+    const linkpath = linkpathOf(header, extended, global);
     extended = undefined;
     const raw: RawEntry = { name: safeName(header.path ?? "", path), offset: dataOffset, size, type: header.type };
     if (header.type === "SymbolicLink" || header.type === "Link") {
-      raw.linkpath = header.linkpath ?? "";
+      raw.linkpath = linkpath;
       safeLink(raw, path);
     }
     // Image archives hold a few hundred entries: a tar of millions of empty files is not one.
@@ -159,6 +160,14 @@ export function applyExtended(
   const value = data.toString("utf8").replace(/\0.*$/s, "");
   const key = type === "NextFileHasLongLinkpath" ? "linkpath" : "path";
   return { extended: { ...extended, [key]: value }, global };
+}
+
+/**
+ * A link entry's target. node-tar's Header reads a long link name (pax `linkpath`, GNU `K` record) and
+ * then overwrites it with the header's own 100-character field, so a long target would be cut short.
+ */
+export function linkpathOf(header: Header, extended: HeaderData | undefined, global: HeaderData | undefined): string {
+  return extended?.linkpath ?? global?.linkpath ?? header.linkpath ?? "";
 }
 
 export function clean(name: string): string {

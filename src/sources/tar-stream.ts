@@ -1,6 +1,6 @@
 import type { HeaderData } from "tar";
 import { ArchiveError } from "./store.ts";
-import { applyExtended, EXTENDED_HEADER_LIMIT, extendedName, parseHeader, safeLink, safeName } from "./tar-index.ts";
+import { applyExtended, EXTENDED_HEADER_LIMIT, extendedName, linkpathOf, parseHeader, safeLink, safeName } from "./tar-index.ts";
 
 /** One entry of a tar stream, as its header describes it. */
 export interface StreamEntry {
@@ -62,10 +62,11 @@ export async function walkTarStream(
         offset += padded;
         continue;
       }
+      const linkpath = linkpathOf(header, extended, global);
       extended = undefined;
       const entry: StreamEntry = { name: safeName(header.path ?? "", label), type, size };
       if (type === "SymbolicLink" || type === "Link") {
-        entry.linkpath = header.linkpath ?? "";
+        entry.linkpath = linkpath;
         safeLink({ name: entry.name, type, linkpath: entry.linkpath }, label);
       }
       if (type === "File" || type === "OldFile" || type === "ContiguousFile") {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { planUpload, type UploadPlan } from "../../src/registry/chunks.ts";
+import { ceilingOf, negotiateLimits, planUpload, type UploadPlan } from "../../src/registry/chunks.ts";
 
 const MiB = 1024 * 1024;
 
@@ -94,5 +94,88 @@ describe("planUpload", () => {
 
   test("an empty blob goes in one request", () => {
     expect(planUpload(0, { min: 5 * MiB, max: 6 * MiB })).toEqual({ kind: "monolithic" });
+  });
+});
+
+describe("negotiateLimits", () => {
+  const MIN = "OCI-Chunk-Min-Length";
+  const MAX = "OCI-Chunk-Max-Length";
+  const unusable = (name: string, text: string) => `the registry sent ${name}: ${JSON.stringify(text)}, which is not a usable size: ignoring it`;
+
+  test("nothing advertised, no --chunk-size: no limits, nothing to say", () => {
+    expect(negotiateLimits(null, null, undefined)).toStrictEqual({ limits: {}, notices: [] });
+  });
+
+  test("the registry's sizes and --chunk-size are kept as given, with nothing to say when the cap is the smaller", () => {
+    expect(negotiateLimits("5242880", "100000000", 50_000_000)).toStrictEqual({ limits: { min: 5_242_880, max: 100_000_000, cap: 50_000_000 }, notices: [] });
+    expect(negotiateLimits(" 10 ", null, undefined)).toStrictEqual({ limits: { min: 10 }, notices: [] });
+    expect(negotiateLimits(null, "20", undefined)).toStrictEqual({ limits: { max: 20 }, notices: [] });
+    expect(negotiateLimits(null, null, 4096)).toStrictEqual({ limits: { cap: 4096 }, notices: [] });
+  });
+
+  test("empty or blank headers count as absent, silently", () => {
+    expect(negotiateLimits("", "  ", 4096)).toStrictEqual({ limits: { cap: 4096 }, notices: [] });
+  });
+
+  test("the smallest and the largest usable sizes: 1 byte and 2^50 bytes", () => {
+    expect(negotiateLimits("1", String(2 ** 50), undefined)).toStrictEqual({ limits: { min: 1, max: 2 ** 50 }, notices: [] });
+  });
+
+  test.each([
+    ["0", "0"],
+    ["-5", "-5"],
+    ["1e30", "1e30"],
+    ["1.5", "1.5"],
+    ["0x10", "0x10"],
+    ["12abc", "12abc"],
+    ["abc12", "abc12"],
+    ["1 000", "1 000"],
+    [String(2 ** 50 + 1), String(2 ** 50 + 1)],
+    ["9".repeat(60), "9".repeat(40)],
+  ])("%p is not a usable size: ignored with a notice quoting (at most 40 characters of) it", (header, quoted) => {
+    expect(negotiateLimits(header, null, undefined)).toStrictEqual({ limits: {}, notices: [unusable(MIN, quoted)] });
+    expect(negotiateLimits(null, ` ${header} `, 8192)).toStrictEqual({ limits: { cap: 8192 }, notices: [unusable(MAX, quoted)] });
+  });
+
+  test("a minimum above the maximum is ignored, and said; equal is fine", () => {
+    expect(negotiateLimits("200", "100", undefined)).toStrictEqual({
+      limits: { max: 100 },
+      notices: ["the registry's OCI-Chunk-Min-Length (200) is above its OCI-Chunk-Max-Length (100): ignoring the minimum"],
+    });
+    expect(negotiateLimits("100", "100", undefined)).toStrictEqual({ limits: { min: 100, max: 100 }, notices: [] });
+    expect(negotiateLimits("99", "100", undefined)).toStrictEqual({ limits: { min: 99, max: 100 }, notices: [] });
+  });
+
+  test("a registry maximum below --chunk-size is said (the maximum wins in the plan); equal or above is not", () => {
+    expect(negotiateLimits(null, "4000", 5000)).toStrictEqual({
+      limits: { max: 4000, cap: 5000 },
+      notices: ["the registry accepts at most 4000 bytes per request: sending chunks of 4000 bytes, not the 5000 of --chunk-size"],
+    });
+    expect(negotiateLimits(null, "5000", 5000).notices).toEqual([]);
+    expect(negotiateLimits(null, "5001", 5000).notices).toEqual([]);
+  });
+
+  test("every notice at once, in the order the headers are read", () => {
+    expect(negotiateLimits("x", "y", 10).notices).toEqual([unusable(MIN, "x"), unusable(MAX, "y")]);
+    expect(negotiateLimits("300", "200", 1000).notices).toEqual([
+      "the registry's OCI-Chunk-Min-Length (300) is above its OCI-Chunk-Max-Length (200): ignoring the minimum",
+      "the registry accepts at most 200 bytes per request: sending chunks of 200 bytes, not the 1000 of --chunk-size",
+    ]);
+  });
+});
+
+describe("ceilingOf", () => {
+  test("the smaller of the registry's maximum and --chunk-size; the minimum plays no part", () => {
+    expect(ceilingOf({})).toBeUndefined();
+    expect(ceilingOf({ min: 5 })).toBeUndefined();
+    expect(ceilingOf({ max: 100 })).toBe(100);
+    expect(ceilingOf({ cap: 50 })).toBe(50);
+    expect(ceilingOf({ max: 100, cap: 50 })).toBe(50);
+    expect(ceilingOf({ max: 40, cap: 50 })).toBe(40);
+    expect(ceilingOf({ min: 1, max: 40, cap: 50 })).toBe(40);
+  });
+
+  test("a fractional --chunk-size is rounded down", () => {
+    expect(ceilingOf({ cap: 1536.9 })).toBe(1536);
   });
 });

@@ -89,3 +89,111 @@ describe("buildIndex and rawManifest", () => {
     expect(rawManifest(OCI_MANIFEST, bytes)).toEqual({ mediaType: OCI_MANIFEST, bytes, digest: sha(bytes) });
   });
 });
+
+describe("what each format keeps, in the spec's field order", () => {
+  const config = { mediaType: OCI_CONFIG, digest: d("c"), size: 7 };
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+  test("OCI: subject after the layers, then the annotations; the bytes are exactly these", () => {
+    const subject = { mediaType: OCI_MANIFEST, digest: d("5"), size: 99, annotations: { k: "v" }, artifactType: "application/x" };
+    const built = buildImageManifest({ format: "oci", config, layers: [], subject, annotations: { b: "2", c: "3", a: "1" } });
+    expect(text(built.bytes)).toBe(
+      JSON.stringify(
+        {
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: OCI_CONFIG, digest: d("c"), size: 7 },
+          layers: [],
+          subject: { mediaType: OCI_MANIFEST, digest: d("5"), size: 99, annotations: { k: "v" }, artifactType: "application/x" },
+          annotations: { a: "1", b: "2", c: "3" },
+        },
+        null,
+        2,
+      ),
+    );
+    expect(built.digest).toBe(sha(built.bytes));
+  });
+
+  test("Docker: no subject, no annotations, no artifactType; urls and platform are kept", () => {
+    const layer = { mediaType: DOCKER_LAYER_GZIP, digest: d("1"), size: 10, urls: ["https://example.com/l"], artifactType: "x", annotations: { a: "b" } };
+    const built = buildImageManifest({ format: "docker", config, layers: [layer], subject: { mediaType: OCI_MANIFEST, digest: d("5"), size: 9 } });
+    expect(text(built.bytes)).toBe(
+      JSON.stringify(
+        {
+          schemaVersion: 2,
+          mediaType: DOCKER_MANIFEST,
+          config: { mediaType: DOCKER_CONFIG, digest: d("c"), size: 7 },
+          layers: [{ mediaType: DOCKER_LAYER_GZIP, digest: d("1"), size: 10, urls: ["https://example.com/l"] }],
+        },
+        null,
+        2,
+      ),
+    );
+  });
+
+  test("empty annotations, urls and os.features are left out, not written empty", () => {
+    const layer = { mediaType: OCI_LAYER_GZIP, digest: d("1"), size: 10, annotations: {}, urls: [] };
+    expect(parse(buildImageManifest({ format: "oci", config, layers: [layer], annotations: {} }).bytes)).toStrictEqual({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest: d("c"), size: 7 },
+      layers: [{ mediaType: OCI_LAYER_GZIP, digest: d("1"), size: 10 }],
+    });
+    const child = {
+      mediaType: OCI_MANIFEST,
+      digest: d("a"),
+      size: 5,
+      annotations: {},
+      platform: { os: "linux", architecture: "amd64", "os.features": [], "os.version": "", variant: "" },
+    };
+    expect(parse(buildIndex({ format: "oci", manifests: [child], annotations: {} }).bytes)).toStrictEqual({
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: d("a"), size: 5, platform: { architecture: "amd64", os: "linux" } }],
+    });
+  });
+
+  test("a platform's fields in order: architecture, os, os.version, os.features, variant", () => {
+    const platform = { variant: "v7", "os.features": ["win32k"], "os.version": "10.0.17763", os: "windows", architecture: "arm" };
+    const built = buildIndex({ format: "docker", manifests: [{ mediaType: DOCKER_MANIFEST, digest: d("a"), size: 5, platform }] });
+    expect(text(built.bytes)).toBe(
+      JSON.stringify(
+        {
+          schemaVersion: 2,
+          mediaType: DOCKER_LIST,
+          manifests: [
+            {
+              mediaType: DOCKER_MANIFEST,
+              digest: d("a"),
+              size: 5,
+              platform: { architecture: "arm", os: "windows", "os.version": "10.0.17763", "os.features": ["win32k"], variant: "v7" },
+            },
+          ],
+        },
+        null,
+        2,
+      ),
+    );
+  });
+
+  test("an OCI index keeps its annotations (sorted) and each child's artifactType; a Docker list drops both", () => {
+    const child = { mediaType: OCI_MANIFEST, digest: d("a"), size: 5, annotations: { z: "1", m: "2", a: "3" }, artifactType: "application/x" };
+    expect(text(buildIndex({ format: "oci", manifests: [child], annotations: { y: "1", b: "2", x: "3" } }).bytes)).toBe(
+      JSON.stringify(
+        {
+          schemaVersion: 2,
+          mediaType: OCI_INDEX,
+          manifests: [{ mediaType: OCI_MANIFEST, digest: d("a"), size: 5, annotations: { a: "3", m: "2", z: "1" }, artifactType: "application/x" }],
+          annotations: { b: "2", x: "3", y: "1" },
+        },
+        null,
+        2,
+      ),
+    );
+    expect(parse(buildIndex({ format: "docker", manifests: [child], annotations: { y: "1" } }).bytes)).toStrictEqual({
+      schemaVersion: 2,
+      mediaType: DOCKER_LIST,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: d("a"), size: 5 }],
+    });
+  });
+});

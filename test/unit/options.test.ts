@@ -96,3 +96,251 @@ describe("prune", () => {
     expect(() => parseCommand(["prune", "--archive", "x"], {})).toThrow(/^prune: Unknown option '--archive'/);
   });
 });
+
+describe("parseCommand: every option", () => {
+  test("the defaults, every field", () => {
+    expect(options(["reg.io/app"])).toStrictEqual({
+      reference: { host: "reg.io", repository: "app", tag: "latest" },
+      extraTags: [],
+      archive: undefined,
+      from: undefined,
+      fromInsecure: false,
+      image: undefined,
+      platforms: [],
+      format: undefined,
+      mountFrom: [],
+      rmArchive: false,
+      engine: "docker",
+      cacheDir: undefined,
+      chunkCap: undefined,
+      concurrency: 3,
+      compression: "gzip",
+      compressionLevel: 2,
+      retries: 5,
+      timeoutMs: 60_000,
+      insecure: false,
+      username: undefined,
+      passwordStdin: false,
+      quiet: false,
+      json: false,
+      dryRun: false,
+    });
+  });
+
+  test("each flag sets its field", () => {
+    const argv = [
+      "--archive",
+      "/tmp/app.tar",
+      "--image",
+      "app:1",
+      "--format",
+      "docker",
+      "--rm-archive",
+      "--engine",
+      "/usr/bin/podman",
+      "--cache-dir",
+      "/var/cache/cp",
+      "--chunk-size",
+      "1024",
+      "--concurrency",
+      "64",
+      "--compression-level",
+      "9",
+      "--retries",
+      "0",
+      "--timeout",
+      "86400",
+      "--username",
+      "me",
+      "--password-stdin",
+      "reg.io:5000/team/app:2",
+    ];
+    expect(options(argv)).toMatchObject({
+      reference: { host: "reg.io:5000", repository: "team/app", tag: "2" },
+      archive: "/tmp/app.tar",
+      image: "app:1",
+      format: "docker",
+      rmArchive: true,
+      engine: "/usr/bin/podman",
+      cacheDir: "/var/cache/cp",
+      chunkCap: 1024,
+      concurrency: 64,
+      compressionLevel: 9,
+      retries: 0,
+      timeoutMs: 86_400_000,
+      username: "me",
+      passwordStdin: true,
+    });
+  });
+
+  test("--from reads a source reference; --from-insecure", () => {
+    const digest = `sha256:${"ab".repeat(32)}`;
+    expect(options(["--from", `src.io/team/app@${digest}`, "--from-insecure", "reg.io/app"])).toMatchObject({
+      from: { host: "src.io", repository: "team/app", reference: digest },
+      fromInsecure: true,
+    });
+    expect(options(["--from", "src.io/app", "reg.io/app"]).from).toEqual({ host: "src.io", repository: "app", reference: "latest" });
+  });
+
+  test("--platform: repeatable, comma-separated, blanks skipped, each parsed", () => {
+    expect(options(["--platform", "linux/amd64, ,linux/arm64", "--platform", "Linux/ARM/v7,", "--platform", " ", "reg.io/app"]).platforms).toStrictEqual([
+      { os: "linux", architecture: "amd64" },
+      { os: "linux", architecture: "arm64" },
+      { os: "linux", architecture: "arm", variant: "v7" },
+    ]);
+    expect(() => options(["--platform", "linux", "reg.io/app"])).toThrow(
+      new UsageError('--platform: "linux" is not os/arch[/variant], e.g. linux/arm64 or linux/arm/v7'),
+    );
+  });
+
+  test("--mount-from: repeatable repositories of the target's registry", () => {
+    expect(options(["--mount-from", "team/base", "--mount-from", "other", "reg.io/app"]).mountFrom).toEqual(["team/base", "other"]);
+    expect(() => options(["--mount-from", "Bad", "reg.io/app"])).toThrow(
+      'invalid repository "Bad" in "reg.io/Bad" (lowercase letters, digits and . _ - separators)',
+    );
+  });
+
+  test("--format oci|docker, and docker cannot carry zstd", () => {
+    expect(options(["--format", "oci", "reg.io/app"]).format).toBe("oci");
+    expect(options(["--format", "oci", "--compression", "zstd", "reg.io/app"])).toMatchObject({ format: "oci", compression: "zstd" });
+    expect(options(["--format", "docker", "--compression", "gzip", "reg.io/app"])).toMatchObject({ format: "docker", compression: "gzip" });
+    expect(() => options(["--format", "docker", "--compression", "zstd", "reg.io/app"])).toThrow(
+      new UsageError("--format docker cannot describe zstd layers: use --compression gzip, or the OCI format"),
+    );
+    expect(() => options(["--format", "v2", "reg.io/app"])).toThrow(new UsageError('--format: "v2" must be one of oci, docker'));
+  });
+
+  test("--archive and --from together name two sources", () => {
+    expect(() => options(["--archive", "a.tar", "--from", "src.io/app", "reg.io/app"])).toThrow(
+      new UsageError("--archive and --from name two sources: give one"),
+    );
+  });
+
+  test("INSECURE_HTTP_PUSH: 1, true or yes in any case; anything else is secure", () => {
+    for (const value of ["1", "true", "TRUE", "yes", "Yes"]) expect(options(["reg.io/app"], { INSECURE_HTTP_PUSH: value }).insecure).toBe(true);
+    for (const value of ["", "0", "false", "no", "truex", "xtrue", "11", "yes please"]) {
+      expect(options(["reg.io/app"], { INSECURE_HTTP_PUSH: value }).insecure).toBe(false);
+    }
+  });
+
+  test("empty environment values count as unset", () => {
+    expect(options(["reg.io/app"], { DOCKER_BIN: "", USERNAME_REGISTRY: "", CHUNK_SIZE: "" })).toMatchObject({
+      engine: "docker",
+      username: undefined,
+      chunkCap: undefined,
+    });
+  });
+
+  test("--chunk-size: 1 KiB is the smallest", () => {
+    expect(options(["--chunk-size", "1024", "reg.io/app"]).chunkCap).toBe(1024);
+    expect(options(["--chunk-size", "1KiB", "reg.io/app"]).chunkCap).toBe(1024);
+    expect(() => options(["--chunk-size", "1023", "reg.io/app"])).toThrow(new UsageError('--chunk-size: "1023" is below the smallest sensible chunk, 1 KiB'));
+  });
+
+  test.each([
+    [["--concurrency", "1"], { concurrency: 1 }],
+    [["--retries", "100"], { retries: 100 }],
+    [["--timeout", "1"], { timeoutMs: 1000 }],
+    [["--compression-level", "1"], { compressionLevel: 1 }],
+    [["--compression", "zstd", "--compression-level", "1"], { compressionLevel: 1 }],
+  ])("the bounds of the whole-number flags are allowed: %p", (argv, expected) => {
+    expect(options([...argv, "reg.io/app"])).toMatchObject(expected);
+  });
+
+  test.each([
+    [["--concurrency", "65"], '--concurrency: "65" must be a whole number from 1 to 64'],
+    [["--concurrency", "2.5"], '--concurrency: "2.5" must be a whole number from 1 to 64'],
+    [["--concurrency", "many"], '--concurrency: "many" must be a whole number from 1 to 64'],
+    [["--retries", "101"], '--retries: "101" must be a whole number from 0 to 100'],
+    [["--timeout", "86401"], '--timeout: "86401" must be a whole number from 1 to 86400'],
+    [["--compression-level", "0"], '--compression-level: "0" must be a whole number from 1 to 9'],
+    [["--compression", "zstd", "--compression-level", "20"], '--compression-level: "20" must be a whole number from 1 to 19'],
+    [["--compression", "zstd", "--compression-level", "0"], '--compression-level: "0" must be a whole number from 1 to 19'],
+  ])("out of bounds: %p", (argv, message) => {
+    expect(() => options([...argv, "reg.io/app"])).toThrow(new UsageError(message));
+  });
+});
+
+describe("parseSize: the grammar", () => {
+  test.each([
+    [" 10 MB ", 10_000_000],
+    ["1.25MiB", 1_310_720],
+    ["2b", 2],
+    ["3K", 3000],
+    ["3kb", 3000],
+    ["1g", 1e9],
+    ["1GB", 1e9],
+    ["2KiB", 2048],
+    ["1.5", 1],
+  ])("%p is %d bytes", (text, bytes) => {
+    expect(parseSize(text, "--max-size")).toBe(bytes);
+  });
+
+  test.each(["10MB!", "x10MB", "10 M B", "1.MB", ".5MB", "0.5", "1e3"])("%p is refused with the flag's words", (text) => {
+    expect(() => parseSize(text, "--max-size")).toThrow(new UsageError(`--max-size: "${text}" is not a size (use bytes, or units like 95MiB, 100MB)`));
+  });
+});
+
+describe("prune: ages", () => {
+  test.each([
+    ["45s", 45_000],
+    ["90m", 5_400_000],
+    ["12H", 43_200_000],
+    ["2d", 172_800_000],
+    [" 3 d ", 259_200_000],
+    ["0s", 0],
+  ])("--max-age %p is %d ms", (age, ms) => {
+    expect(parseCommand(["prune", "--max-age", age], {})).toMatchObject({ kind: "prune", options: { maxAgeMs: ms } });
+  });
+
+  test.each(["x5d", "5dx", "5", "d", "5w", "1.5d"])("--max-age %p is refused", (age) => {
+    expect(() => parseCommand(["prune", "--max-age", age], {})).toThrow(new UsageError(`--max-age: "${age}" is not an age (e.g. 30d, 12h, 90m)`));
+  });
+
+  test("prune takes no positional argument", () => {
+    expect(() => parseCommand(["prune", "extra"], {})).toThrow(/^prune: Unexpected argument 'extra'/);
+  });
+});
+
+describe("help texts", () => {
+  const FLAGS = [
+    "username",
+    "password-stdin",
+    "insecure",
+    "tag",
+    "archive",
+    "from",
+    "from-insecure",
+    "image",
+    "engine",
+    "platform",
+    "rm-archive",
+    "cache-dir",
+    "compression",
+    "compression-level",
+    "format",
+    "chunk-size",
+    "concurrency",
+    "mount-from",
+    "retries",
+    "timeout",
+    "dry-run",
+    "quiet",
+    "json",
+    "help",
+    "version",
+  ];
+
+  test("the usage names the command, every flag the parser takes, and the exit codes", () => {
+    const { text } = parseCommand(["-h"], {}) as { text: string };
+    expect(text).toStartWith('Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>\n');
+    for (const flag of FLAGS) expect(text).toContain(`--${flag}`);
+    expect(text).toEndWith("Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.");
+  });
+
+  test("prune's usage names its flags and defaults", () => {
+    const { text } = parseCommand(["prune", "-h"], {}) as { text: string };
+    expect(text).toStartWith("Usage: bun run index.ts prune [--cache-dir <dir>] [--max-age <age>] [--max-size <size>] [--dry-run]\n");
+    expect(text).toContain("default 30d");
+  });
+});

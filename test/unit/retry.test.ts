@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { backoffMs, DEFAULT_RETRY, isTransientStatus, parseRetryAfter } from "../../src/registry/retry.ts";
+import { attemptsText, backoffMs, DEFAULT_RETRY, isTransientStatus, parseRetryAfter } from "../../src/registry/retry.ts";
 
 describe("retry policy", () => {
   test("transient statuses are retried; answers about the request are not", () => {
@@ -29,5 +29,20 @@ describe("retry policy", () => {
   test("the server's Retry-After wins over backoff, within the cap", () => {
     expect(backoffMs(1, DEFAULT_RETRY, 1000)).toBe(1000);
     expect(backoffMs(1, DEFAULT_RETRY, 3_600_000)).toBe(DEFAULT_RETRY.maxMs);
+  });
+
+  test("Retry-After that is neither whole seconds nor an HTTP date is unreadable: the backoff applies", () => {
+    const now = Date.parse("2026-11-26T12:00:00Z");
+    for (const value of ["", "5 seconds", "x1", "5x", "1e3", "0x10", "1.5", "-1", "+3"]) expect(parseRetryAfter(value, now)).toBeUndefined();
+  });
+
+  test("the default policy: 5 retries from half a second, at most 30 s apart", () => {
+    expect(DEFAULT_RETRY).toEqual({ retries: 5, baseMs: 500, maxMs: 30_000 });
+  });
+
+  test("attempts are counted in words for messages", () => {
+    expect(attemptsText(1)).toBe("1 attempt");
+    expect(attemptsText(0)).toBe("0 attempts");
+    expect(attemptsText(6)).toBe("6 attempts");
   });
 });
