@@ -787,7 +787,5 @@ export async function buildTestImage(store: PodmanStore, tag: string, opts: { bi
   }
 }
 
-/** Makes a fresh temp dir (for archives written by these helpers); caller removes it. */
-export async function makeTempDir(prefix = "chunked-push-fixture-"): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
-}
+/** A fresh temp dir (for archives written by these helpers); caller removes it. Defined in temp.ts. */
+export { makeTempDir } from "./temp.ts";
