@@ -60,16 +60,18 @@ const CLI_ENV_PATTERNS = [/^DOCKER_/, /^CONTAINERS_/, /^XDG_/, /^REGISTRY_/, /_p
 /**
  * The CLI's HOME unless a test gives its own: an empty folder of this test process, so the CLI's cache
  * seal key (`~/.local/state/chunked-push`) is the same across the runs of one test file and never the
- * developer's. Removed when the test process exits.
+ * developer's. Removed after the last test by removeTestHome() (test/preflight.ts registers it: Bun's
+ * test runner ends without an "exit" event).
  */
 let sharedHome: string | undefined;
 export function testHome(): string {
-  if (!sharedHome) {
-    sharedHome = mkdtempSync(join(tmpdir(), "chunked-push-home-"));
-    const home = sharedHome;
-    process.once("exit", () => rmSync(home, { recursive: true, force: true }));
-  }
+  sharedHome ??= mkdtempSync(join(tmpdir(), "chunked-push-home-"));
   return sharedHome;
+}
+
+export function removeTestHome(): void {
+  if (sharedHome) rmSync(sharedHome, { recursive: true, force: true });
+  sharedHome = undefined;
 }
 
 /** Environment the CLI sees: the runner's, minus everything it reads, with `home` as HOME, plus `extra`. */
