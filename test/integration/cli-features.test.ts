@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cliEnv, loginAs, runCli, runCliInTerminal } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
@@ -318,6 +318,37 @@ describe("credentials", () => {
     expect(result.code).toBe(0);
     expect(await Bun.file(log).text()).toBe(`get ${registry.host}\n`);
     await pull(ref);
+  }, 60_000);
+});
+
+describe("the cache folder", () => {
+  test("--cache-dir: compressed layers go there and nowhere else; a push from another folder reuses them; prune --cache-dir bounds it", async () => {
+    const cache = join(await tempDir("cache-dir-"), "shared cache");
+    const first = await tempDir("cache-dir-first-");
+    const pushed = await runCli(["--cache-dir", cache, "--archive", small.path, `${registry.host}/features/cache-dir:1`], { cwd: first, ...loginAs(registry) });
+    expect(pushed.code).toBe(0);
+    expect(pushed.stderr.match(/\(compressed now\)$/gm)).toHaveLength(3);
+    expect(await readdir(first)).toEqual([]);
+    const entries = await readdir(cache);
+    expect(entries.filter((f) => f.endsWith("-gzip-2-ptr"))).toHaveLength(3);
+    const blobs = entries.filter((f) => /^[a-f0-9]{64}$/.test(f));
+    expect(blobs).toHaveLength(4); // three layers and the config
+
+    // Another folder, another repository: every layer known from the named cache, none compressed.
+    const second = await tempDir("cache-dir-second-");
+    const again = await runCli(["--cache-dir", cache, "--archive", small.path, `${registry.host}/features/cache-dir-2:1`], {
+      cwd: second,
+      ...loginAs(registry),
+    });
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toContain("compress");
+    expect(await readdir(second)).toEqual([]);
+
+    const pruned = await runCli(["prune", "--cache-dir", cache, "--max-size", "1"], { cwd: second });
+    expect(pruned.code).toBe(0);
+    expect(pruned.stdout).toStartWith(`${cache}: removed 4 blobs (`);
+    expect(pruned.stdout).toEndWith("); keeps 0 (0.0 MB)\n");
+    expect((await readdir(cache)).filter((f) => /^[a-f0-9]{64}$/.test(f))).toEqual([]);
   }, 60_000);
 });
 
