@@ -25,6 +25,7 @@ import {
   writeOciArchive,
   type TestImage,
   type WrittenArchive,
+  need,
 } from "../support/fixtures.ts";
 import { PodmanStore } from "../support/podman.ts";
 import { freePort, run, runOk } from "../support/ports.ts";
@@ -37,11 +38,6 @@ let registry: DockerRegistry | undefined;
 let store: PodmanStore | undefined;
 let work: string | undefined;
 let image: TestImage | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 async function tarList(path: string): Promise<string[]> {
   const { stdout } = await runOk(["tar", "-tf", path]);

@@ -110,13 +110,15 @@ export interface CliOptions {
   timeoutMs?: number;
   /** A command the CLI runs under, e.g. `["/usr/bin/time", "-o", file, "-f", "%M"]`. */
   under?: string[];
+  /** The CLI as another executable (the compiled binary) instead of `bun run index.ts`. */
+  program?: string;
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 
-/** The command line that runs the CLI with `args`, under `under` if given. */
-export function cliCommand(args: string[], under: string[] = []): string[] {
-  return [...under, process.execPath, "run", CLI_ENTRY, ...args];
+/** The command line that runs the CLI (or `program`) with `args`, under `under` if given. */
+export function cliCommand(args: string[], under: string[] = [], program?: string): string[] {
+  return [...under, ...(program ? [program] : [process.execPath, "run", CLI_ENTRY]), ...args];
 }
 
 /** HOME, cwd and environment of one run, and what to remove after it. */
@@ -137,7 +139,7 @@ async function prepare(opts: CliOptions): Promise<{ cwd: string; env: Record<str
 export async function runCli(args: string[], opts: CliOptions = {}): Promise<RunResult> {
   const { cwd, env, cleanup } = await prepare(opts);
   try {
-    return await run(cliCommand(args, opts.under), { cwd, env, stdin: opts.stdin, timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS });
+    return await run(cliCommand(args, opts.under, opts.program), { cwd, env, stdin: opts.stdin, timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   } finally {
     await cleanup();
   }
@@ -164,7 +166,7 @@ export interface CliProcess {
  */
 export async function spawnCli(args: string[], opts: CliOptions = {}): Promise<CliProcess> {
   const { cwd, env, cleanup } = await prepare(opts);
-  const child = Bun.spawn(cliCommand(args, opts.under), {
+  const child = Bun.spawn(cliCommand(args, opts.under, opts.program), {
     cwd,
     env,
     stdin: "pipe",

@@ -12,6 +12,7 @@ import {
   compressStream,
   DEFAULT_BLOCK_SIZE,
 } from "../../src/layers/parallel-compress.ts";
+import { digestOf as sha256 } from "../support/fixtures.ts";
 
 let dir: string;
 let fileCount = 0;
@@ -23,8 +24,6 @@ afterAll(async () => {
   closeCompressWorkers();
   await rm(dir, { recursive: true, force: true });
 });
-
-const sha256 = (bytes: Uint8Array): string => `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
 function randomBytes(size: number, seed: number): Uint8Array<ArrayBuffer> {
