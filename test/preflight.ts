@@ -2,8 +2,14 @@
  * Loaded before any test (bunfig.toml): when the run includes integration tests, checks that the
  * programs they start are installed, and stops at once with one message saying what is missing and the
  * command that installs it, instead of a wall of failures. `bun test test/unit` needs none of them.
+ * Also removes what the test helpers keep for the whole run.
  */
+import { afterAll } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
+import { removeTestHome } from "./support/cli.ts";
+
+// After the last test of the run (a preload's afterAll is global): the CLI's HOME of this test process.
+afterAll(removeTestHome);
 
 /** The paths given to `bun test` (Linux shows the real command line in /proc; elsewhere: unknown). */
 function requestedPaths(): string[] | undefined {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { REPO_ROOT } from "../support/cli.ts";
+import { loginAs, REPO_ROOT, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { makeSampleImage, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { run } from "../support/ports.ts";
@@ -35,12 +35,11 @@ afterAll(async () => {
 
 test("the compiled executable pushes an image without Bun and prints its digest", async () => {
   const ref = `${registry.host}/binary/app:1`;
-  const home = join(work, "home");
-  const result = await run([binary, "--archive", image.path, ref], {
-    cwd: work,
+  const result = await runCli(["--archive", image.path, ref], {
+    program: binary,
+    home: "fresh",
     // No Bun anywhere on PATH: the executable carries its runtime.
-    env: { PATH: "/usr/bin:/bin", HOME: home, DOCKER_CONFIG: home, USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
-    stdin: `${registry.password}\n`,
+    ...loginAs(registry, { PATH: "/usr/bin:/bin" }),
     timeoutMs: 60_000,
   });
   expect(result.stderr).not.toContain("error:");
@@ -52,10 +51,10 @@ test("the compiled executable pushes an image without Bun and prints its digest"
 }, 60_000);
 
 test("--version and --help work from the executable", async () => {
-  const version = await run([binary, "--version"], { env: { PATH: "/usr/bin:/bin" } });
+  const version = await runCli(["--version"], { program: binary, home: "fresh", env: { PATH: "/usr/bin:/bin" } });
   const pkg = (await Bun.file(join(REPO_ROOT, "package.json")).json()) as { version: string };
   expect(version).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
-  const help = await run([binary, "--help"], { env: { PATH: "/usr/bin:/bin" } });
+  const help = await runCli(["--help"], { program: binary, home: "fresh", env: { PATH: "/usr/bin:/bin" } });
   expect(help.code).toBe(0);
   expect(help.stdout).toStartWith("Usage: ");
 });

@@ -1,34 +1,35 @@
 /** Bad input: each gets a clear message, the right exit code, nothing on stdout, and no secret shown. */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { runCli } from "../support/cli.ts";
+import { loginAs, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
-import { makeSampleImage, makeTempDir, writeClassicDockerArchive, writeCorruptArchive, writeEvilArchive, type WrittenArchive } from "../support/fixtures.ts";
-import { freePort, runOk, waitFor } from "../support/ports.ts";
+import { makeSampleImage, writeClassicDockerArchive, writeCorruptArchive, writeEvilArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { freePort } from "../support/ports.ts";
+import { scriptedRegistry } from "../support/scripted-registry.ts";
+import { tempDirs } from "../support/temp.ts";
+import { closeAll, tlsDockerRegistry } from "../support/transport-servers.ts";
 
 let registry: DockerRegistry;
 let work: string;
 let good: WrittenArchive;
+const tempDir = tempDirs();
 
 beforeAll(async () => {
   registry = await startDockerRegistry();
-  work = await makeTempDir("cli-errors-");
+  work = await tempDir("cli-errors-");
   good = await writeClassicDockerArchive(join(work, "good.tar"), makeSampleImage({ bigBytes: 64 * 1024 }));
 }, 60_000);
 
 afterAll(async () => {
   await registry?.stop();
-  await rm(work, { recursive: true, force: true });
 });
+afterEach(closeAll);
 
-function push(args: string[], env: Record<string, string> = {}, stdin = `${registry.password}\n`) {
-  return runCli(args, {
-    cwd: work,
-    stdin,
-    env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", ...env },
-  });
+/** A push as the user runs it, from a push folder of the test's own. */
+async function push(args: string[], env: Record<string, string> = {}, stdin = `${registry.password}\n`) {
+  return runCli(args, { cwd: await tempDir("push-"), ...loginAs(registry, env), stdin });
 }
 
 describe("usage errors exit 2", () => {
@@ -83,7 +84,7 @@ describe("push failures exit 1 with a clear message", () => {
   });
 
   test("no credentials for a registry that needs them says to set USERNAME_REGISTRY", async () => {
-    const result = await runCli(["--archive", good.path, `${registry.host}/x/y:1`], { cwd: work, env: { INSECURE_HTTP_PUSH: "true" } });
+    const result = await runCli(["--archive", good.path, `${registry.host}/x/y:1`], { cwd: await tempDir("push-"), env: { INSECURE_HTTP_PUSH: "true" } });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain("requires authentication: set USERNAME_REGISTRY=<user> and pipe the password on stdin");
   });
@@ -123,63 +124,53 @@ describe("push failures exit 1 with a clear message", () => {
   });
 
   test("a layer whose bytes do not match the config's diff_id is caught before its upload completes: never committed, no manifest", async () => {
-    const cwd = await makeTempDir("flipped-");
-    try {
-      const path = join(cwd, "flipped.tar");
-      const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
-      // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
-      const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
-      bytes[at] = (bytes[at] ?? 0) ^ 0xff;
-      await Bun.write(path, bytes);
-      // What the flipped layer hashes to: the same flip in the layer tar the archive was written from.
-      const sample = makeSampleImage({ bigBytes: 64 * 1024 });
-      const layer = new Uint8Array(sample.layers[0]!);
-      const inLayer = Buffer.from(layer).indexOf(Buffer.from("data/big.bin")) + 4096;
-      layer[inLayer] = (layer[inLayer] ?? 0) ^ 0xff;
-      const content = `sha256:${new Bun.CryptoHasher("sha256").update(layer).digest("hex")}`;
+    const cwd = await tempDir("flipped-");
+    const path = join(cwd, "flipped.tar");
+    const bytes = new Uint8Array(await Bun.file(good.path).arrayBuffer());
+    // Flip one byte inside the big layer's payload (same size, so only the hash can tell).
+    const at = Buffer.from(bytes).indexOf(Buffer.from("data/big.bin")) + 4096;
+    bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+    await Bun.write(path, bytes);
+    // What the flipped layer hashes to: the same flip in the layer tar the archive was written from.
+    const sample = makeSampleImage({ bigBytes: 64 * 1024 });
+    const layer = new Uint8Array(sample.layers[0]!);
+    const inLayer = Buffer.from(layer).indexOf(Buffer.from("data/big.bin")) + 4096;
+    layer[inLayer] = (layer[inLayer] ?? 0) ^ 0xff;
+    const content = `sha256:${new Bun.CryptoHasher("sha256").update(layer).digest("hex")}`;
 
-      const result = await runCli(["--archive", path, `${registry.host}/x/flipped:1`], {
-        cwd,
-        stdin: `${registry.password}\n`,
-        env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
-      });
-      expect(result.code).toBe(1);
-      expect(result.stdout).toBe("");
-      expect(result.stderr).toEndWith(
-        `\nerror: layer 1/4 of archive ${path} is not what the image says: its content hashes to ${content}, but the image config's diff_id is ${sample.diffIds[0]}\n`,
-      );
-      expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
-      // The registry holds no manifest, and of the blobs it linked into x/flipped none is the bad layer:
-      // each one decompresses to a diff_id of the other layers.
-      const repo = join(registry.storageDir, "docker/registry/v2/repositories/x/flipped");
-      expect(existsSync(join(repo, "_manifests"))).toBe(false);
-      const linked = existsSync(join(repo, "_layers/sha256")) ? await readdir(join(repo, "_layers/sha256")) : [];
-      for (const hex of linked) {
-        const blob = await Bun.file(join(registry.storageDir, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data")).bytes();
-        const diffId = `sha256:${new Bun.CryptoHasher("sha256").update(Bun.gunzipSync(blob)).digest("hex")}`;
-        expect(sample.diffIds.slice(1)).toContain(diffId);
-      }
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
+    const result = await runCli(["--archive", path, `${registry.host}/x/flipped:1`], { cwd, ...loginAs(registry) });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toEndWith(
+      `\nerror: layer 1/4 of archive ${path} is not what the image says: its content hashes to ${content}, but the image config's diff_id is ${sample.diffIds[0]}\n`,
+    );
+    expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+    // The registry holds no manifest, and of the blobs it linked into x/flipped none is the bad layer:
+    // each one decompresses to a diff_id of the other layers.
+    const repo = join(registry.storageDir, "docker/registry/v2/repositories/x/flipped");
+    expect(existsSync(join(repo, "_manifests"))).toBe(false);
+    const linked = existsSync(join(repo, "_layers/sha256")) ? await readdir(join(repo, "_layers/sha256")) : [];
+    for (const hex of linked) {
+      const blob = await Bun.file(join(registry.storageDir, "docker/registry/v2/blobs/sha256", hex.slice(0, 2), hex, "data")).bytes();
+      const diffId = `sha256:${new Bun.CryptoHasher("sha256").update(Bun.gunzipSync(blob)).digest("hex")}`;
+      expect(sample.diffIds.slice(1)).toContain(diffId);
     }
   });
 
-  test("an archive with a ../ entry is refused and nothing is written outside", async () => {
-    const cwd = await makeTempDir("evil-cwd-");
+  // The CLI never extracts an archive (it reads entries in place), so there is nothing to check outside
+  // the folder: what matters is that the archive is refused by its entry before anything is sent.
+  test("an archive with a ../ entry is refused by that entry, before any blob or manifest is sent", async () => {
+    const cwd = await tempDir("evil-cwd-");
     const evil = await writeEvilArchive(join(cwd, "evil.tar"), "dotdot");
-    const result = await runCli(["--archive", evil.path, `${registry.host}/x/y:1`], {
-      cwd,
-      stdin: `${registry.password}\n`,
-      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" },
-    });
+    const result = await runCli(["--archive", evil.path, `${registry.host}/x/evil:1`], { cwd, ...loginAs(registry) });
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain(`has an unsafe entry "../${evil.escapeName}"`);
-    for (const path of [...evil.mustNotExist, join(cwd, "..", evil.escapeName)]) expect(existsSync(path)).toBe(false);
-    await rm(cwd, { recursive: true, force: true });
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toBe(`error: archive ${evil.path} has an unsafe entry "../${evil.escapeName}" (absolute or with ".."): refusing it\n`);
+    expect(existsSync(join(registry.storageDir, "docker/registry/v2/repositories/x/evil"))).toBe(false);
   });
 
   test("a failing docker save shows docker's stderr and leaves no partial archive", async () => {
-    const cwd = await makeTempDir("fake-docker-");
+    const cwd = await tempDir("fake-docker-");
     const bin = join(cwd, "bin");
     await mkdir(bin);
     const id = "c".repeat(64);
@@ -189,73 +180,43 @@ describe("push failures exit 1 with a clear message", () => {
       { mode: 0o755 },
     );
     const ref = `${registry.host}/x/saved:1`;
-    const result = await runCli([ref], {
-      cwd,
-      stdin: `${registry.password}\n`,
-      env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", PATH: `${bin}:${process.env.PATH}` },
-    });
+    const result = await runCli([ref], { cwd, ...loginAs(registry, { PATH: `${bin}:${process.env.PATH}` }) });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(`error: docker save ${ref} failed: Error response from daemon: disk on fire`);
     expect((await readdir(cwd)).filter((f) => f.includes(".tar"))).toEqual([]);
-    await rm(cwd, { recursive: true, force: true });
+  });
+
+  test.each([
+    ["--engine names a program that is not there", ["--engine", "/nonexistent/docker"], {}, "/nonexistent/docker"],
+    ["DOCKER_BIN names a program that is not there", [], { DOCKER_BIN: "no-such-docker-cli" }, "no-such-docker-cli"],
+    ["no docker on PATH", [], { PATH: "/nonexistent-bin" }, "docker"],
+  ] as const)("%s: named, with the ways out, exit 1", async (_what, flags, env, engine) => {
+    // A registry that answers the ping: the engine is the first thing asked after it.
+    const target = scriptedRegistry();
+    const result = await runCli([...flags, `${target.host}/x/app:1`], { cwd: await tempDir("no-engine-"), env: { INSECURE_HTTP_PUSH: "true", ...env } });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe("");
+    // The whole of stderr: nothing was attempted before the engine was needed.
+    expect(result.stderr).toBe(
+      `error: the ${engine} command was not found: install it, choose another with --engine docker|podman (or DOCKER_BIN), or push an archive with --archive <file.tar>\n`,
+    );
+    expect(target.seen.map((r) => `${r.method} ${r.path}`)).toEqual(["GET /v2/"]);
   });
 
   test("an https registry with an untrusted certificate: no plain-http advice, a CA hint, no retry storm", async () => {
-    const tls = await startTlsRegistry();
-    try {
-      const result = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work });
-      expect(result.code).toBe(1);
-      expect(result.stderr).not.toContain("INSECURE_HTTP_PUSH");
-      expect(result.stderr).not.toContain("retrying");
-      expect(result.stderr).toContain(
-        `cannot reach the registry: the TLS certificate of https://${tls.host} is self-signed and not trusted: if the registry is yours, trust its CA with NODE_EXTRA_CA_CERTS=<ca.pem>`,
-      );
+    const tls = await tlsDockerRegistry();
+    const result = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: await tempDir("tls-") });
+    expect(result.code).toBe(1);
+    expect(result.stderr).not.toContain("INSECURE_HTTP_PUSH");
+    expect(result.stderr).not.toContain("retrying");
+    expect(result.stderr).toContain(
+      `cannot reach the registry: the TLS certificate of https://${tls.host} is self-signed and not trusted: if the registry is yours, trust its CA with NODE_EXTRA_CA_CERTS=<ca.pem>`,
+    );
 
-      const trusted = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], { cwd: work, env: { NODE_EXTRA_CA_CERTS: tls.certificate } });
-      expect(trusted.code).toBe(0);
-    } finally {
-      await tls.stop();
-    }
+    const trusted = await runCli(["--archive", good.path, `${tls.host}/x/y:1`], {
+      cwd: await tempDir("tls-"),
+      env: { NODE_EXTRA_CA_CERTS: tls.certificate },
+    });
+    expect(trusted.code).toBe(0);
   }, 60_000);
 });
-
-/** docker-registry serving https with a fresh self-signed certificate, no auth. */
-async function startTlsRegistry(): Promise<{ host: string; certificate: string; stop(): Promise<void> }> {
-  const dir = await makeTempDir("tls-registry-");
-  const port = await freePort();
-  const certificate = join(dir, "cert.pem");
-  await runOk([
-    "openssl",
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-sha256",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-keyout",
-    join(dir, "key.pem"),
-    "-out",
-    certificate,
-  ]);
-  await writeFile(
-    join(dir, "config.yml"),
-    `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n  tls:\n    certificate: ${certificate}\n    key: ${dir}/key.pem\n`,
-  );
-  const child = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], { stdout: "ignore", stderr: "ignore" });
-  await waitFor(() => fetch(`https://127.0.0.1:${port}/v2/`, { tls: { rejectUnauthorized: false } }).then((r) => r.ok), 10_000, "tls registry");
-  return {
-    host: `127.0.0.1:${port}`,
-    certificate,
-    async stop() {
-      child.kill();
-      await child.exited;
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}

@@ -4,15 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
+import { cliEnv, loginAs, runCli, runCliInTerminal } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { startFaultProxy } from "../support/fault-proxy.ts";
-import { digestOf, makeConfig, makeLayerTar, makeSampleImage, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { digestOf, makeConfig, makeLayerTar, makeSampleImage, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { PodmanStore } from "../support/podman.ts";
 import { run } from "../support/ports.ts";
-import { pullAndVerify, skopeo } from "../support/skopeo.ts";
+import { pullAndVerify, skopeoRun } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
 import { startTokenRegistry, type TokenRegistry } from "../support/token-registry.ts";
 
 const MiB = 1024 * 1024;
@@ -20,9 +21,10 @@ let registry: DockerRegistry;
 let work: string;
 let small: WrittenArchive;
 let chunky: WrittenArchive;
+const tempDir = tempDirs();
 
 beforeAll(async () => {
-  [registry, work] = await Promise.all([startDockerRegistry(), makeTempDir("cli-features-")]);
+  [registry, work] = await Promise.all([startDockerRegistry(), tempDir("cli-features-")]);
   small = await writeClassicDockerArchive(join(work, "small.tar"), makeSampleImage({ bigBytes: 256 * 1024 }));
   const layers = [makeLayerTar({ "noise.bin": randomBytes(13 * MiB) }), makeLayerTar({ "a.txt": "a\n" })];
   chunky = await writeClassicDockerArchive(join(work, "chunky.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))) });
@@ -30,38 +32,24 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await registry?.stop();
-  await rm(work, { recursive: true, force: true });
 });
 
 const auth = () => ({ USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" });
 const pull = (ref: string) => pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
 
-/** Runs the CLI inside a pseudo-terminal (util-linux `script`), as a person at a terminal would. */
-async function runInTerminal(args: string[], env: Record<string, string>, input: string, cwd: string) {
-  const command = [process.execPath, "run", CLI_ENTRY, ...args].map((a) => `'${a}'`).join(" ");
-  const child = Bun.spawn(["script", "-qfec", `stty cols 100 rows 40; ${command}`, "/dev/null"], {
-    cwd,
-    env: cliEnv(env),
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  // Typed once the prompt had time to appear, like a person would.
-  setTimeout(() => {
-    child.stdin.write(input);
-    child.stdin.flush();
-  }, 1500);
-  const [output, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
-  return { code, output };
-}
-
 describe("output", () => {
   test("on a terminal: the password prompt hides what is typed, progress redraws in place, the summary ends it", async () => {
     const ref = `${registry.host}/features/tty:1`;
-    const cwd = await mkdtemp(join(work, "tty-"));
-    const { code, output } = await runInTerminal(["--chunk-size", "5MiB", "--archive", chunky.path, ref], auth(), `${registry.password}\r`, cwd);
+    const prompt = `Password for ${registry.username}@${registry.host}: `;
+    // Typed once the prompt is on the terminal, as a person would.
+    const { code, output } = await runCliInTerminal(["--chunk-size", "5MiB", "--archive", chunky.path, ref], {
+      cwd: await tempDir("tty-"),
+      env: auth(),
+      answer: { prompt, input: `${registry.password}\r` },
+      timeoutMs: 50_000,
+    });
     expect(code).toBe(0);
-    expect(output).toContain(`Password for ${registry.username}@${registry.host}: `);
+    expect(output).toContain(prompt);
     expect(output).not.toContain(registry.password);
     expect(output).toMatch(/\x1b\[\d+A/); // cursor up: the live lines are redrawn in place
     expect(output).toContain("\x1b[2K");
@@ -75,9 +63,7 @@ describe("output", () => {
 
   test("piped (CI logs): plain lines, one per event, no carriage returns or escape codes", async () => {
     const ref = `${registry.host}/features/plain:1`;
-    const cwd = await makeTempDir("plain-");
-    const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
-    await rm(cwd, { recursive: true, force: true });
+    const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await tempDir("plain-"), ...loginAs(registry) });
     expect(result.code).toBe(0);
     expect(result.stderr).not.toMatch(/[\r\x1b]/);
     const lines = result.stderr.trimEnd().split("\n");
@@ -102,7 +88,7 @@ describe("output", () => {
 
   test("--quiet: nothing on stderr, the result line alone on stdout", async () => {
     const ref = `${registry.host}/features/quiet:1`;
-    const result = await runCli(["--quiet", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
+    const result = await runCli(["--quiet", "--archive", small.path, ref], { cwd: await tempDir("quiet-"), ...loginAs(registry) });
     expect(result.code).toBe(0);
     expect(result.stderr).toBe("");
     expect(result.stdout).toMatch(new RegExp(`^${ref.replaceAll(".", "\\.")}@sha256:[a-f0-9]{64}\\n$`));
@@ -110,76 +96,71 @@ describe("output", () => {
 
   test("--json: one object on stdout with the reference, digest, tags, kind, source, platforms and every blob", async () => {
     const ref = `${registry.host}/features/json:1`;
-    const cwd = await makeTempDir("json-");
-    try {
-      const result = await runCli(["--json", "-t", "extra", "--archive", small.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
-      expect(result.code).toBe(0);
-      expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);
-      const report = JSON.parse(result.stdout);
-      const pulled = await pull(ref);
-      expect(Object.keys(report)).toEqual([
-        "reference",
-        "repository",
-        "tags",
-        "digest",
-        "mediaType",
-        "size",
-        "kind",
-        "unchanged",
-        "dryRun",
-        "source",
-        "platforms",
-        "leftOut",
-        "bytesSent",
-        "bytesResent",
-        "blobs",
-      ]);
-      const blobs = report.blobs as { name: string; digest: string; size: number; mediaType: string; status: string; chunks: number }[];
-      expect(report).toEqual({
-        reference: `${ref}@${pulled.manifestDigest}`,
-        repository: `${registry.host}/features/json`,
-        tags: ["1", "extra"],
-        digest: pulled.manifestDigest,
-        mediaType: "application/vnd.oci.image.manifest.v1+json",
-        size: pulled.manifestBytes.length,
-        kind: "image",
-        // The archive's layers were compressed here: the manifest is the tool's own.
-        unchanged: false,
-        dryRun: false,
-        source: `archive ${small.path}`,
-        platforms: [
-          {
-            platform: "linux/amd64",
-            digest: pulled.manifestDigest,
-            mediaType: "application/vnd.oci.image.manifest.v1+json",
-            size: pulled.manifestBytes.length,
-            config: pulled.configDigest,
-            layers: 4,
-            unchanged: false,
-          },
-        ],
-        leftOut: [],
-        bytesSent: blobs.reduce((sum, b) => sum + b.size, 0),
-        bytesResent: 0,
-        blobs: expect.any(Array),
-      });
-      expect(blobs).toHaveLength(4); // config + 3 distinct layers (one appears twice)
-      for (const blob of blobs) {
-        expect(Object.keys(blob)).toEqual(["name", "digest", "size", "mediaType", "status", "chunks"]);
-        expect(blob).toMatchObject({ status: "pushed", chunks: 1 });
-      }
-      const byName = Object.fromEntries(blobs.map((b) => [b.name, b]));
-      expect(Object.keys(byName).sort()).toEqual(["config", "layer 1/4", "layer 2/4", "layer 3/4"]);
-      expect(byName.config).toMatchObject({
-        digest: pulled.configDigest,
-        size: pulled.configBytes.length,
-        mediaType: "application/vnd.oci.image.config.v1+json",
-      });
-      for (const i of [0, 1, 2]) {
-        expect(byName[`layer ${i + 1}/4`]).toMatchObject({ digest: pulled.layerDigests[i], size: pulled.layerSizes[i], mediaType: pulled.layerMediaTypes[i] });
-      }
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
+    const result = await runCli(["--json", "-t", "extra", "--archive", small.path, ref], { cwd: await tempDir("json-"), ...loginAs(registry) });
+    expect(result.code).toBe(0);
+    expect(result.stdout.trimEnd().split("\n")).toHaveLength(1);
+    const report = JSON.parse(result.stdout);
+    const pulled = await pull(ref);
+    expect(Object.keys(report)).toEqual([
+      "reference",
+      "repository",
+      "tags",
+      "digest",
+      "mediaType",
+      "size",
+      "kind",
+      "unchanged",
+      "dryRun",
+      "source",
+      "platforms",
+      "leftOut",
+      "bytesSent",
+      "bytesResent",
+      "blobs",
+    ]);
+    const blobs = report.blobs as { name: string; digest: string; size: number; mediaType: string; status: string; chunks: number }[];
+    expect(report).toEqual({
+      reference: `${ref}@${pulled.manifestDigest}`,
+      repository: `${registry.host}/features/json`,
+      tags: ["1", "extra"],
+      digest: pulled.manifestDigest,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      size: pulled.manifestBytes.length,
+      kind: "image",
+      // The archive's layers were compressed here: the manifest is the tool's own.
+      unchanged: false,
+      dryRun: false,
+      source: `archive ${small.path}`,
+      platforms: [
+        {
+          platform: "linux/amd64",
+          digest: pulled.manifestDigest,
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          size: pulled.manifestBytes.length,
+          config: pulled.configDigest,
+          layers: 4,
+          unchanged: false,
+        },
+      ],
+      leftOut: [],
+      bytesSent: blobs.reduce((sum, b) => sum + b.size, 0),
+      bytesResent: 0,
+      blobs: expect.any(Array),
+    });
+    expect(blobs).toHaveLength(4); // config + 3 distinct layers (one appears twice)
+    for (const blob of blobs) {
+      expect(Object.keys(blob)).toEqual(["name", "digest", "size", "mediaType", "status", "chunks"]);
+      expect(blob).toMatchObject({ status: "pushed", chunks: 1 });
+    }
+    const byName = Object.fromEntries(blobs.map((b) => [b.name, b]));
+    expect(Object.keys(byName).sort()).toEqual(["config", "layer 1/4", "layer 2/4", "layer 3/4"]);
+    expect(byName.config).toMatchObject({
+      digest: pulled.configDigest,
+      size: pulled.configBytes.length,
+      mediaType: "application/vnd.oci.image.config.v1+json",
+    });
+    for (const i of [0, 1, 2]) {
+      expect(byName[`layer ${i + 1}/4`]).toMatchObject({ digest: pulled.layerDigests[i], size: pulled.layerSizes[i], mediaType: pulled.layerMediaTypes[i] });
     }
   }, 60_000);
 });
@@ -187,7 +168,7 @@ describe("output", () => {
 describe("tags and dry runs", () => {
   test("--tag: every extra tag resolves to the same digest", async () => {
     const ref = `${registry.host}/features/tags:1.2.3`;
-    const result = await runCli(["-t", "1.2", "--tag", "latest", "--archive", small.path, ref], { cwd: work, stdin: `${registry.password}\n`, env: auth() });
+    const result = await runCli(["-t", "1.2", "--tag", "latest", "--archive", small.path, ref], { cwd: await tempDir("tags-"), ...loginAs(registry) });
     expect(result.code).toBe(0);
     const digest = result.stdout.trim().split("@")[1];
     for (const tag of ["1.2.3", "1.2", "latest"]) {
@@ -198,10 +179,10 @@ describe("tags and dry runs", () => {
 
   test("--dry-run: compresses and reports how each blob would go, learning the limits from one cancelled session per missing blob; no manifest, no result line", async () => {
     const proxy = await startFaultProxy(registry.url);
-    const cwd = await makeTempDir("dry-");
+    const cwd = await tempDir("dry-");
     try {
       const ref = `${proxy.host}/features/dry:1`;
-      const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, stdin: `${registry.password}\n`, env: auth() });
+      const result = await runCli(["--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, ...loginAs(registry) });
       expect(result.code).toBe(0);
       expect(result.stdout).toBe("");
       const would = [...result.stderr.matchAll(/^(layer 1\/2|layer 2\/2|config) sha256:[a-f0-9]{12}: would push (\d+) bytes in (.*)$/gm)].map(
@@ -230,20 +211,18 @@ describe("tags and dry runs", () => {
       expect(new Set(deletes.map((r) => r.path)).size).toBe(3);
       expect(deletes.every((r) => r.path.startsWith("/v2/features/dry/blobs/uploads/") && r.status === 204)).toBe(true);
       expect(proxy.requests.every((r) => r.bodyBytes === 0)).toBe(true);
-      const inspect = await skopeo([
+      // The registry has no such manifest: skopeo, logged in, is told exactly that (not refused, not unreachable).
+      const inspect = await skopeoRun([
         "inspect",
         "--tls-verify=false",
         `--creds=${registry.username}:${registry.password}`,
         `docker://${registry.host}/features/dry:1`,
-      ]).catch((e: Error) => e);
-      expect(inspect).toBeInstanceOf(Error);
+      ]);
+      expect(inspect.code).toBe(1);
+      expect(inspect.stderr).toContain(`reading manifest 1 in ${registry.host}/features/dry: manifest unknown`);
 
       // With --json: the one object, with no reference (nothing was pushed) and the plan for each blob.
-      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], {
-        cwd,
-        stdin: `${registry.password}\n`,
-        env: auth(),
-      });
+      const json = await runCli(["--json", "--dry-run", "--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd, ...loginAs(registry) });
       expect(json.code).toBe(0);
       const report = JSON.parse(json.stdout);
       expect(report).toMatchObject({ reference: null, repository: `${proxy.host}/features/dry`, dryRun: true, kind: "image", bytesSent: 0, leftOut: [] });
@@ -256,7 +235,6 @@ describe("tags and dry runs", () => {
       ]);
     } finally {
       await proxy.stop();
-      await rm(cwd, { recursive: true, force: true });
     }
   }, 60_000);
 });
@@ -270,16 +248,21 @@ describe("credentials", () => {
       // The stalled PATCH answer outlives the first token.
       const proxy = await startFaultProxy(tokens.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 3500 } }]);
       const ref = `${proxy.host}/features/token:1`;
-      const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], {
-        cwd: await mkdtemp(join(work, "token-")),
-        stdin: `${tokens.password}\n`,
-        env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
-      });
+      const result = await runCli(["--chunk-size", "5MiB", "--archive", chunky.path, ref], { cwd: await tempDir("token-"), ...loginAs(tokens) });
       await proxy.stop();
       expect(result.stderr).not.toContain(tokens.password);
       expect(result.code).toBe(0);
+      // Two tokens: the first, and one more after the registry refused the first mid-push.
       const granted = tokens.tokenRequests.filter((r) => r.authorized && r.scope?.includes("repository:features/token:pull,push"));
-      expect(granted.length).toBeGreaterThanOrEqual(2);
+      expect(granted).toHaveLength(2);
+      const bearer = (r: { headers: Record<string, string> }) => r.headers.authorization?.startsWith("Bearer ") === true;
+      const refused = proxy.requests.filter((r) => bearer(r) && r.status === 401);
+      expect(refused.length).toBeGreaterThan(0);
+      const first = refused[0]!.headers.authorization;
+      expect(refused.every((r) => r.headers.authorization === first)).toBe(true);
+      // After the refusal, the renewed token carried the push through.
+      const after = proxy.requests.slice(proxy.requests.indexOf(refused[0]!) + 1).filter(bearer);
+      expect(after.some((r) => r.headers.authorization !== first && r.method === "PUT" && r.path.endsWith("/manifests/1") && r.status === 201)).toBe(true);
       const pulled = await pullAndVerify({ ref: `${tokens.host}/features/token:1`, username: tokens.username, password: tokens.password, tlsVerify: false });
       expect(result.stdout).toBe(`${ref}@${pulled.manifestDigest}\n`);
     } finally {
@@ -291,7 +274,7 @@ describe("credentials", () => {
     const tokens = await startTokenRegistry();
     try {
       const result = await runCli(["--archive", small.path, `${tokens.host}/features/token:bad`], {
-        cwd: work,
+        cwd: await tempDir("token-bad-"),
         stdin: "wrong-password\n",
         env: { USERNAME_REGISTRY: tokens.username, INSECURE_HTTP_PUSH: "true" },
       });
@@ -304,17 +287,20 @@ describe("credentials", () => {
   }, 60_000);
 
   test("~/.docker/config.json auths (DOCKER_CONFIG) are used when no user is given", async () => {
-    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
+    const dockerConfig = await tempDir("docker-config-");
     const auth64 = Buffer.from(`${registry.username}:${registry.password}`).toString("base64");
     await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ auths: { [`http://${registry.host}`]: { auth: auth64 } } }));
     const ref = `${registry.host}/features/config:1`;
-    const result = await runCli(["--archive", small.path, ref], { cwd: work, env: { DOCKER_CONFIG: dockerConfig, INSECURE_HTTP_PUSH: "true" } });
+    const result = await runCli(["--archive", small.path, ref], {
+      cwd: await tempDir("config-"),
+      env: { DOCKER_CONFIG: dockerConfig, INSECURE_HTTP_PUSH: "true" },
+    });
     expect(result.code).toBe(0);
     await pull(ref);
   }, 60_000);
 
   test("a credential helper named in credHelpers is run for the registry", async () => {
-    const dockerConfig = await mkdtemp(join(work, "docker-config-"));
+    const dockerConfig = await tempDir("docker-config-");
     const bin = join(dockerConfig, "bin");
     await mkdir(bin);
     const log = join(dockerConfig, "helper.log");
@@ -326,12 +312,43 @@ describe("credentials", () => {
     await writeFile(join(dockerConfig, "config.json"), JSON.stringify({ credsStore: "missing-store", credHelpers: { [registry.host]: "fake" } }));
     const ref = `${registry.host}/features/helper:1`;
     const result = await runCli(["--archive", small.path, ref], {
-      cwd: work,
+      cwd: await tempDir("helper-"),
       env: { DOCKER_CONFIG: dockerConfig, INSECURE_HTTP_PUSH: "true", PATH: `${bin}:${process.env.PATH}` },
     });
     expect(result.code).toBe(0);
     expect(await Bun.file(log).text()).toBe(`get ${registry.host}\n`);
     await pull(ref);
+  }, 60_000);
+});
+
+describe("the cache folder", () => {
+  test("--cache-dir: compressed layers go there and nowhere else; a push from another folder reuses them; prune --cache-dir bounds it", async () => {
+    const cache = join(await tempDir("cache-dir-"), "shared cache");
+    const first = await tempDir("cache-dir-first-");
+    const pushed = await runCli(["--cache-dir", cache, "--archive", small.path, `${registry.host}/features/cache-dir:1`], { cwd: first, ...loginAs(registry) });
+    expect(pushed.code).toBe(0);
+    expect(pushed.stderr.match(/\(compressed now\)$/gm)).toHaveLength(3);
+    expect(await readdir(first)).toEqual([]);
+    const entries = await readdir(cache);
+    expect(entries.filter((f) => f.endsWith("-gzip-2-ptr"))).toHaveLength(3);
+    const blobs = entries.filter((f) => /^[a-f0-9]{64}$/.test(f));
+    expect(blobs).toHaveLength(4); // three layers and the config
+
+    // Another folder, another repository: every layer known from the named cache, none compressed.
+    const second = await tempDir("cache-dir-second-");
+    const again = await runCli(["--cache-dir", cache, "--archive", small.path, `${registry.host}/features/cache-dir-2:1`], {
+      cwd: second,
+      ...loginAs(registry),
+    });
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toContain("compress");
+    expect(await readdir(second)).toEqual([]);
+
+    const pruned = await runCli(["prune", "--cache-dir", cache, "--max-size", "1"], { cwd: second });
+    expect(pruned.code).toBe(0);
+    expect(pruned.stdout).toStartWith(`${cache}: removed 4 blobs (`);
+    expect(pruned.stdout).toEndWith("); keeps 0 (0.0 MB)\n");
+    expect((await readdir(cache)).filter((f) => /^[a-f0-9]{64}$/.test(f))).toEqual([]);
   }, 60_000);
 });
 
@@ -357,8 +374,7 @@ describe("engines", () => {
       const exists = await run(["podman", "image", "exists", ref], { env: cliEnv(env) });
       expect(exists.code).toBe(0);
 
-      const cwd = await mkdtemp(join(work, "engine-"));
-      const result = await runCli(["--engine", "podman", ref], { cwd, stdin: `${registry.password}\n`, env });
+      const result = await runCli(["--engine", "podman", ref], { cwd: await tempDir("engine-"), ...loginAs(registry, env) });
       expect(result.code).toBe(0);
       expect(result.stderr).toContain("with podman save");
       expect((await pull(ref)).manifestDigest).toBe(result.stdout.trim().split("@")[1]!);

@@ -10,7 +10,7 @@ import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { isSaveCall, startDockerd, SYSTEM_CONTAINERD_SOCKET, type Dockerd } from "../support/dockerd.ts";
-import { makeSampleImage, makeTempDir, writeClassicDockerArchive, writeDocker25Archive } from "../support/fixtures.ts";
+import { makeSampleImage, makeTempDir, writeClassicDockerArchive, writeDocker25Archive, need } from "../support/fixtures.ts";
 import { skopeoPush } from "../support/skopeo.ts";
 
 const SLOW = 120_000;
@@ -20,11 +20,6 @@ let supervised2: Dockerd | undefined;
 let privateCd: Dockerd | undefined;
 let registry: DockerRegistry | undefined;
 let work: string | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 beforeAll(async () => {
   await Promise.all([

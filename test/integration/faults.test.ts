@@ -5,15 +5,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { cp, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
+import { loginAs, runCli, spawnCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { startFaultProxy, type FaultRule } from "../support/fault-proxy.ts";
-import { digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { digestOf, makeConfig, makeLayerTar, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { run } from "../support/ports.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = 6 * MiB;
@@ -23,22 +24,38 @@ let registry: DockerRegistry;
 let emulator: Emulator;
 let work: string;
 let image: WrittenArchive;
+/** A push folder whose .cache holds the image's compressed layers: each push gets a copy of its own. */
+let seeded: string;
 let repoCount = 0;
+const tempDir = tempDirs();
 
 beforeAll(async () => {
   [registry, emulator, work] = await Promise.all([
     startDockerRegistry(),
     startServerlessEmulator({ ...EMU, minChunk: 5 * MiB, maxChunk: CHUNK }),
-    makeTempDir("faults-"),
+    tempDir("faults-"),
   ]);
   // Random bytes do not compress: the first layer stays ~20 MiB, four chunks of 6 MiB.
   const layers = [makeLayerTar({ "data/noise.bin": randomBytes(20 * MiB) }), makeLayerTar({ "etc/motd": "hello\n" })];
   image = await writeClassicDockerArchive(join(work, "image.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))) });
+  // Compressed once here, so every fault below meets a blob of known size going in 4 chunks, whatever ran before.
+  seeded = await tempDir("faults-seed-");
+  const seed = await runCli(["--archive", image.path, `${emulator.host}/faults/seed:1`], { cwd: seeded, ...loginAs(EMU) });
+  if (seed.code !== 0) throw new Error(`seeding the cache failed:\n${seed.stderr}`);
+  const blobs = (await readdir(join(seeded, ".cache"))).filter((f) => /^[a-f0-9]{64}$/.test(f));
+  const sizes = await Promise.all(blobs.map(async (f) => ({ f, size: (await stat(join(seeded, ".cache", f))).size })));
+  bigLayerPut.pathIncludes = `digest=sha256:${sizes.sort((a, b) => b.size - a.size)[0]!.f}`;
 }, 60_000);
+
+/** A fresh push folder with its own copy of the seeded cache. */
+async function seededFolder(prefix: string): Promise<string> {
+  const cwd = await tempDir(prefix);
+  await cp(join(seeded, ".cache"), join(cwd, ".cache"), { recursive: true, preserveTimestamps: true });
+  return cwd;
+}
 
 afterAll(async () => {
   await Promise.all([registry?.stop(), emulator?.stop()]);
-  await rm(work, { recursive: true, force: true });
 });
 
 type Upstream = "registry" | "serverless";
@@ -49,19 +66,21 @@ function upstreamOf(kind: Upstream) {
     : { url: emulator.url, host: emulator.host, ...EMU, args: [] };
 }
 
-/** Pushes through a fresh proxy into a fresh repository, so nothing is already present. */
-async function pushThrough(kind: Upstream, rules: FaultRule[], extra: string[] = [], cwd = work) {
+/**
+ * Pushes through a fresh proxy into a fresh repository and push folder, so nothing is already present. `violations`:
+ * the serverless emulation's rule log for this push (the tests run one at a time).
+ */
+async function pushThrough(kind: Upstream, rules: FaultRule[], extra: string[] = [], folder?: string) {
   const upstream = upstreamOf(kind);
+  // A push folder of its own unless the test shares one on purpose: no push finds another's .cache.
+  const cwd = folder ?? (await seededFolder("push-"));
   const proxy = await startFaultProxy(upstream.url, rules);
   const repository = `faults/case${++repoCount}`;
   const started = Date.now();
+  const ruleLog = emulator.violations.length;
   try {
-    const result = await runCli(["--archive", image.path, ...upstream.args, ...extra, `${proxy.host}/${repository}:1`], {
-      cwd,
-      stdin: `${upstream.password}\n`,
-      env: { USERNAME_REGISTRY: upstream.username, INSECURE_HTTP_PUSH: "true" },
-    });
-    return { ...result, proxy, repository, upstream, seconds: (Date.now() - started) / 1000 };
+    const result = await runCli(["--archive", image.path, ...upstream.args, ...extra, `${proxy.host}/${repository}:1`], { cwd, ...loginAs(upstream) });
+    return { ...result, proxy, repository, upstream, seconds: (Date.now() - started) / 1000, violations: emulator.violations.slice(ruleLog) };
   } finally {
     await proxy.stop();
   }
@@ -76,6 +95,8 @@ async function verifyAndCountResent(push: Awaited<ReturnType<typeof pushThrough>
   const needed = pulled.layerSizes.reduce((a, b) => a + b, 0) + pulled.configBytes.length + pulled.manifestBytes.length;
   return proxy.requests.reduce((sum, r) => sum + r.bodyBytes, 0) - needed;
 }
+
+const bigLayerPut: FaultRule = { method: "PUT", pathIncludes: "digest=<the big layer's>", nth: 1, fault: { kind: "status", status: 503 } };
 
 const cases: { name: string; upstream: Upstream; rules: FaultRule[]; extra?: string[]; maxResent: number; log?: RegExp }[] = [
   {
@@ -152,11 +173,11 @@ const cases: { name: string; upstream: Upstream; rules: FaultRule[]; extra?: str
     maxResent: CHUNK,
     log: /HTTP 416; retrying from where the registry stands/,
   },
-  // One layer at a time, so the first PUT with a digest is the big layer's empty final PUT.
+  // The big layer's empty final PUT, named by its digest (set once the seeded cache tells it).
   {
     name: "503 to the final PUT of the chunked layer",
     upstream: "serverless",
-    rules: [{ method: "PUT", pathIncludes: "digest=", nth: 1, fault: { kind: "status", status: 503 } }],
+    rules: [bigLayerPut],
     extra: ["--concurrency", "1"],
     maxResent: 0,
     log: /completing the chunked upload: HTTP 503; retrying/,
@@ -185,9 +206,54 @@ describe("faults: the push completes, the image verifies, at most one chunk is r
       expect(push.code).toBe(0);
       expect(push.proxy.requests.some((r) => r.faulted)).toBe(true);
       if (c.log) expect(push.stderr).toMatch(c.log);
+      // Recovering must not break a serverless-registry rule (a stale Location, a part of another
+      // size, a body on the final PUT), even where the real server would let the image verify.
+      expect(push.violations).toEqual([]);
       const resent = await verifyAndCountResent(push);
       console.log(`FAULT | ${c.name} | ${c.upstream} | pushed OK | re-sent ${resent} bytes | ${push.seconds.toFixed(1)} s`);
       expect(resent).toBeLessThanOrEqual(c.maxResent);
+    }, 60_000);
+  }
+});
+
+describe("a stall on the first PATCH, before the link's pace is known", () => {
+  // Until one upload has shown the link's pace, the client allows a body's tail time to leave the
+  // socket buffers at a slow 128 kB/s before calling the answer late: for a 1 MiB chunk about 8 s on top
+  // of --timeout. Small chunks keep that short; the stall outlasts it by far.
+  const SMALL = 1024 * 1024;
+  for (const kind of ["serverless", "registry"] as const) {
+    test(`the answer to the 1st PATCH held for 40 s: given up on after the allowance, then resumed (${kind})`, async () => {
+      const small = kind === "serverless" ? await startServerlessEmulator({ ...EMU, minChunk: SMALL, maxChunk: SMALL }) : undefined;
+      const upstream = small ? { url: small.url, host: small.host, ...EMU } : upstreamOf("registry");
+      const proxy = await startFaultProxy(upstream.url, [{ method: "PATCH", nth: 1, fault: { kind: "stall", ms: 40_000 } }]);
+      try {
+        const started = Date.now();
+        const result = await runCli(["--chunk-size", "1MiB", "--timeout", "2", "--archive", image.path, `${proxy.host}/faults/first-stall:1`], {
+          cwd: await seededFolder("first-stall-"),
+          ...loginAs(upstream),
+        });
+        const seconds = (Date.now() - started) / 1000;
+        expect(result.code).toBe(0);
+        expect(result.stderr).toMatch(
+          /\nwarning: layer 1\/2 sha256:[a-f0-9]{12}: chunk 1\/21 \(bytes 0-1048575\): no progress for 2 s on the connection to http:\/\/[0-9.:]+; retrying from where the registry stands/,
+        );
+        // Not stuck until the stall ends: the allowance (2 s + 1 MiB at 128 kB/s) and the rest of the push.
+        expect(seconds).toBeLessThan(35);
+        const stalled = proxy.requests.find((r) => r.method === "PATCH");
+        expect(stalled).toMatchObject({ status: 202, bodyBytes: SMALL, clientClosed: true });
+        expect(small?.violations ?? []).toEqual([]);
+        const pulled = await pullAndVerify({
+          ref: `${upstream.host}/faults/first-stall:1`,
+          username: upstream.username,
+          password: upstream.password,
+          tlsVerify: false,
+        });
+        expect(pulled.diffIds).toEqual(image.diffIds);
+        console.log(`FAULT | answer to the 1st PATCH held 40 s, --timeout 2, 1 MiB chunks | ${kind} | pushed OK | ${seconds.toFixed(1)} s`);
+      } finally {
+        await proxy.stop();
+        await small?.stop();
+      }
     }, 60_000);
   }
 });
@@ -199,6 +265,7 @@ describe("faults that must fail the push", () => {
     expect(push.stderr).toMatch(/error: layer 1\/2 sha256:[a-f0-9]{12}: chunk 1\/4 \(bytes 0-6291455\): HTTP 503 \(gave up after 3 attempts\)/);
     expect(push.proxy.requests.filter((r) => r.method === "PATCH")).toHaveLength(3);
     expect(push.proxy.requests.some((r) => r.path.includes("/manifests/"))).toBe(false);
+    expect(push.violations).toEqual([]);
     console.log(`FAULT | 503 to every PATCH, --retries 2 | serverless | failed, exit 1, no manifest | - | ${push.seconds.toFixed(1)} s`);
   }, 60_000);
 
@@ -225,41 +292,71 @@ describe("faults that must fail the push", () => {
 });
 
 describe("interruption and the cache", () => {
-  test("SIGINT in the middle of a chunked upload: exit 130, session deleted, no temp files; a second run completes", async () => {
-    const cwd = await makeTempDir("sigint-");
-    const proxy = await startFaultProxy(emulator.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 10_000 } }]);
-    const ref = `${proxy.host}/faults/sigint:1`;
-    const child = Bun.spawn([process.execPath, "run", CLI_ENTRY, "--archive", image.path, ref], {
-      cwd,
-      env: cliEnv({ USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true" }),
-      stdin: new TextEncoder().encode(`${EMU.password}\n`),
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const deadline = Date.now() + 20_000;
-    while (proxy.requests.filter((r) => r.method === "PATCH").length < 2 && Date.now() < deadline) await Bun.sleep(10);
-    child.kill("SIGINT");
-    const code = await child.exited;
-    const stderr = await new Response(child.stderr).text();
-    expect(code).toBe(130);
-    expect(stderr).toContain("interrupted by SIGINT");
-    expect(proxy.requests.some((r) => r.method === "DELETE" && r.status === 204)).toBe(true);
-    expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
-    proxy.clearRules();
+  /**
+   * Starts a push through a proxy in front of the emulation whose 2nd PATCH is processed upstream but
+   * its answer held; resolves once that chunk is stored, with the CLI still waiting for the answer.
+   */
+  async function midChunk(repository: string, rules: FaultRule[] = []) {
+    const cwd = await tempDir("interrupted-");
+    const proxy = await startFaultProxy(emulator.url, [{ method: "PATCH", nth: 2, fault: { kind: "stall", ms: 60_000 } }, ...rules]);
+    const ref = `${proxy.host}/${repository}:1`;
+    const cli = await spawnCli(["--archive", image.path, ref], { cwd, ...loginAs(EMU), timeoutMs: 50_000 });
+    await proxy.waitFor(() => proxy.requests.filter((r) => r.method === "PATCH")[1]?.status === 202, 40_000);
+    return { cwd, proxy, ref, cli };
+  }
 
-    const again = await runCli(["--archive", image.path, ref], {
-      cwd,
-      stdin: `${EMU.password}\n`,
-      env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true" },
-    });
-    expect(again.code).toBe(0);
-    expect(again.stderr).toContain("from .cache");
-    await proxy.stop();
-    await pullAndVerify({ ref: `${emulator.host}/faults/sigint:1`, ...EMU, tlsVerify: false });
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    test(`${signal} in the middle of a chunked upload: exit 130, session deleted, no temp files; a second run completes`, async () => {
+      const ruleLog = emulator.violations.length;
+      const { cwd, proxy, ref, cli } = await midChunk(`faults/${signal.toLowerCase()}`);
+      try {
+        cli.kill(signal);
+        const { code, stderr } = await cli.finished;
+        expect(code).toBe(130);
+        expect(stderr).toContain(`warning: ${signal}: stopping and cancelling open uploads (again to quit at once)\n`);
+        expect(stderr).toEndWith(`\nerror: interrupted by ${signal}: open upload sessions were cancelled and temporary files removed\n`);
+        expect(proxy.requests.filter((r) => r.method === "DELETE").map((r) => r.status)).toEqual([204]);
+        expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
+        proxy.clearRules();
+
+        const again = await runCli(["--archive", image.path, ref], { cwd, ...loginAs(EMU) });
+        expect(again.code).toBe(0);
+        expect(again.stderr).toContain("from .cache");
+        expect(emulator.violations.slice(ruleLog)).toEqual([]);
+        await pullAndVerify({ ref: `${emulator.host}/faults/${signal.toLowerCase()}:1`, ...EMU, tlsVerify: false });
+      } finally {
+        cli.kill("SIGKILL");
+        await proxy.stop();
+      }
+    }, 60_000);
+  }
+
+  test("a second signal while the cleanup hangs quits at once, exit 130", async () => {
+    // The session's DELETE is answered upstream but the answer held: the cleanup cannot finish.
+    const { proxy, cli } = await midChunk("faults/twice", [{ method: "DELETE", nth: 1, times: Infinity, fault: { kind: "stall", ms: 60_000 } }]);
+    try {
+      cli.kill("SIGTERM");
+      await proxy.waitFor((r) => r.method === "DELETE");
+      const second = Date.now();
+      cli.kill("SIGINT");
+      const { code, stderr } = await cli.finished;
+      const quitIn = Date.now() - second;
+      expect(code).toBe(130);
+      expect(stderr.match(/stopping and cancelling open uploads/g)).toHaveLength(1);
+      // At once: before the held DELETE is given up on (its 5 s idle time), so the cleanup never ended
+      // and the run never got to print how it ended.
+      expect(quitIn).toBeLessThan(4000);
+      expect(stderr).not.toContain("error: interrupted");
+      const deleted = await proxy.waitFor((r) => r.method === "DELETE" && r.doneAt !== undefined);
+      expect(deleted).toMatchObject({ status: 204, clientClosed: true });
+    } finally {
+      cli.kill("SIGKILL");
+      await proxy.stop();
+    }
   }, 60_000);
 
   test("a truncated, a corrupted and a missing cache blob are rebuilt, and the image verifies", async () => {
-    const cwd = await makeTempDir("cache-lies-");
+    const cwd = await tempDir("cache-lies-");
     const first = await pushThrough("registry", [], [], cwd);
     expect(first.code).toBe(0);
     const cache = join(cwd, ".cache");
@@ -291,16 +388,17 @@ describe("interruption and the cache", () => {
   }, 90_000);
 
   test("two runs of the same image in one folder at once both succeed", async () => {
-    const cwd = await makeTempDir("concurrent-");
+    const cwd = await tempDir("concurrent-");
     const [a, b] = await Promise.all([pushThrough("serverless", [], [], cwd), pushThrough("serverless", [], [], cwd)]);
     expect([a.code, b.code]).toEqual([0, 0]);
+    expect([...a.violations, ...b.violations]).toEqual([]);
     await verifyAndCountResent(a);
     await verifyAndCountResent(b);
     expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
   }, 60_000);
 
   test("an unwritable cache folder is named in a clear message", async () => {
-    const cwd = await makeTempDir("unwritable-");
+    const cwd = await tempDir("unwritable-");
     await writeFile(join(cwd, ".cache"), "a file where the folder should be");
     const push = await pushThrough("serverless", [], [], cwd);
     expect(push.code).toBe(1);
@@ -310,7 +408,7 @@ describe("interruption and the cache", () => {
   test.skipIf(process.getuid?.() !== 0)(
     "a full disk is named in a clear message and leaves no partial cache file",
     async () => {
-      const cwd = await makeTempDir("full-disk-");
+      const cwd = await tempDir("full-disk-");
       const mounted = await run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", cwd]);
       expect(mounted.code).toBe(0);
       try {
@@ -321,7 +419,6 @@ describe("interruption and the cache", () => {
         expect((await readdir(join(cwd, ".cache"))).filter((f) => f.startsWith(".tmp"))).toEqual([]);
       } finally {
         await run(["umount", cwd]);
-        await rm(cwd, { recursive: true, force: true });
       }
     },
     60_000,

@@ -10,9 +10,10 @@ import { join } from "node:path";
 import { runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { startFaultProxy, type FaultProxy } from "../support/fault-proxy.ts";
-import { deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { deterministicBytes, digestOf, makeConfig, makeLayerTar, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
 import { blobBodyBytes, mounts, type LoggedRequest } from "../support/upload-log.ts";
 
 const MiB = 1024 * 1024;
@@ -25,16 +26,11 @@ let registry: DockerRegistry;
 let proxy: FaultProxy;
 let emulator: Emulator;
 
-/** Folders of single tests, removed after the file even when a test failed half-way. */
-const temps: string[] = [];
-async function tempDir(prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  temps.push(dir);
-  return dir;
-}
+/** Folders of single tests, removed after each test even when it failed half-way. */
+const tempDir = tempDirs();
 
 beforeAll(async () => {
-  work = await makeTempDir("mount-");
+  work = await tempDir("mount-");
   const layers = [
     makeLayerTar({ "data/big.bin": deterministicBytes(16 * MiB) }),
     makeLayerTar({ "etc/a": "mount me\n" }),
@@ -50,7 +46,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.allSettled([proxy?.stop(), registry?.stop(), emulator?.stop()]);
-  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 interface Target {

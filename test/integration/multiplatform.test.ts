@@ -11,7 +11,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { startDockerd, type Dockerd } from "../support/dockerd.ts";
-import { makeTempDir } from "../support/fixtures.ts";
+import { makeTempDir, need } from "../support/fixtures.ts";
 import {
   ANNOTATION,
   MT,
@@ -57,11 +57,6 @@ let store: PodmanStore | undefined;
 let dockerd: Dockerd | undefined;
 let work: string | undefined;
 let images: PlatformImage[] | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 function access(): RegistryAccess {
   const reg = need(registry, "registry");

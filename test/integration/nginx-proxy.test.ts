@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
-import { deterministicBytes, digestOf, makeLayerTar, makeSampleImage, makeTempDir, writeDocker25Archive } from "../support/fixtures.ts";
+import { deterministicBytes, digestOf, makeLayerTar, makeSampleImage, makeTempDir, writeDocker25Archive, need } from "../support/fixtures.ts";
 import { nginxSizeBytes, startBodyLimitProxy, type BodyLimitProxy } from "../support/nginx.ts";
 import { pullAndVerify, skopeoPush, skopeoRun } from "../support/skopeo.ts";
+import { basicHeader } from "../support/scripted-registry.ts";
 
 const SLOW = 120_000;
 
@@ -20,14 +21,7 @@ let absProxy: BodyLimitProxy | undefined;
 let relProxy: BodyLimitProxy | undefined;
 let work: string | undefined;
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
-
-function basic(reg: DockerRegistry): string {
-  return `Basic ${Buffer.from(`${reg.username}:${reg.password}`).toString("base64")}`;
-}
+const basic = (reg: DockerRegistry): string => basicHeader(reg);
 
 /** Resolves a Location (absolute or relative) against the proxy. */
 function resolveLocation(proxy: BodyLimitProxy, location: string): string {

@@ -9,7 +9,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { isSaveCall } from "../support/dockerd.ts";
-import { digestOf, makeTempDir } from "../support/fixtures.ts";
+import { digestOf, makeTempDir, need } from "../support/fixtures.ts";
 import { PodmanStore, type ZstdImage } from "../support/podman.ts";
 import { runOk } from "../support/ports.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
@@ -20,11 +20,6 @@ let registry: DockerRegistry | undefined;
 let store: PodmanStore | undefined;
 let work: string | undefined;
 let zstd: ZstdImage | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 /** Extracts an OCI archive and returns its index and the single manifest it names. */
 async function readOciArchive(path: string, into: string): Promise<{ manifest: { layers: { mediaType: string; digest: string }[] }; dir: string }> {

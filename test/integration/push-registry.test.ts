@@ -3,15 +3,15 @@
  * podman, and skopeo pulling back what we pushed and checking every digest.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { runCli } from "../support/cli.ts";
+import { loginAs, runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { isSaveCall } from "../support/dockerd.ts";
+import { startFaultProxy } from "../support/fault-proxy.ts";
 import {
   buildTestImage,
   makeSampleImage,
-  makeTempDir,
   writeClassicDockerArchive,
   writeContainerdArchive,
   writeDocker25Archive,
@@ -21,17 +21,21 @@ import {
 import { PodmanStore } from "../support/podman.ts";
 import { runOk } from "../support/ports.ts";
 import { inspectRaw, pullAndVerify } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
+import { sessionsFor } from "../support/upload-log.ts";
 
 let registry: DockerRegistry;
 let store: PodmanStore;
+const MiB = 1024 * 1024;
 let work: string;
 let image: TestImage;
 let archive: string;
+const tempDir = tempDirs();
 
 beforeAll(async () => {
   registry = await startDockerRegistry();
   store = await PodmanStore.create();
-  work = await makeTempDir("push-registry-");
+  work = await tempDir("push-registry-");
   image = await buildTestImage(store, `${registry.host}/e2e/app:1`);
   archive = join(work, "app.tar");
   await store.save(image.tag, archive);
@@ -40,16 +44,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await registry?.stop();
   await store?.destroy();
-  if (work) await rm(work, { recursive: true, force: true });
 }, 60_000);
 
-/** The user's command: password piped on stdin, user and http from the environment. */
-function push(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
-  return runCli(args, {
-    cwd: opts.cwd ?? work,
-    stdin: `${registry.password}\n`,
-    env: { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true", ...opts.env },
-  });
+/** The user's command: password piped on stdin, user and http from the environment; a push folder of the test's own. */
+async function push(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  return runCli(args, { cwd: opts.cwd ?? (await tempDir("push-")), ...loginAs(registry, opts.env) });
 }
 
 function pull(ref: string) {
@@ -65,7 +64,8 @@ function resultDigest(stdout: string, ref: string): string {
 describe("push to docker-registry with Basic auth", () => {
   test("a multi-layer image (24 MiB layer, duplicated layer, non-ASCII label) pulls back intact", async () => {
     const ref = `${registry.host}/e2e/app:1`;
-    const result = await push(["--archive", archive, ref]);
+    const cwd = await tempDir("push-");
+    const result = await push(["--archive", archive, ref], { cwd });
     expect(result.stderr).not.toContain(registry.password);
     expect(result.code).toBe(0);
     const digest = resultDigest(result.stdout, ref);
@@ -88,14 +88,18 @@ describe("push to docker-registry with Basic auth", () => {
     expect(result.stderr.match(/^layer \d\/5: compressing /gm)?.length).toBe(4);
     expect(result.stderr).toContain("5 blobs: 5 pushed, 0 already present;");
     // The cache holds the four distinct compressed layers (each behind its diff_id pointer) and the config.
-    const cache = await readdir(join(work, ".cache"));
+    const cache = await readdir(join(cwd, ".cache"));
     expect(cache.filter((f) => f.endsWith("-gzip-2-ptr"))).toHaveLength(4);
     expect(cache.filter((f) => /^[a-f0-9]{64}$/.test(f)).sort()).toEqual([...new Set(pulled.layerDigests), pulled.configDigest].map((d) => d.slice(7)).sort());
     expect(cache.filter((f) => f.startsWith(".tmp"))).toHaveLength(0);
   }, 120_000);
 
   test("pushing again finds every blob present; another repository mounts every blob, compressing nothing", async () => {
-    const again = await push(["--archive", archive, `${registry.host}/e2e/app:1`]);
+    // This test's own first push, in its own folder: the cache and the mount record it leaves are what is tested.
+    const cwd = await tempDir("again-");
+    const first = await push(["--archive", archive, `${registry.host}/e2e/again:1`], { cwd });
+    expect(first.code).toBe(0);
+    const again = await push(["--archive", archive, `${registry.host}/e2e/again:1`], { cwd });
     expect(again.code).toBe(0);
     expect(again.stderr.match(/: already present/g)?.length).toBe(6);
     expect(again.stderr).toContain("5 blobs: 0 pushed, 5 already present; 0 bytes sent");
@@ -104,7 +108,7 @@ describe("push to docker-registry with Basic auth", () => {
     // and its record of where they went lets the registry mount them from e2e/app instead of uploading.
     const ref = `${registry.host}/e2e/other:2`;
     const logBefore = (await Bun.file(registry.logPath).text()).length;
-    const other = await push(["--archive", archive, ref]);
+    const other = await push(["--archive", archive, ref], { cwd });
     expect(other.code).toBe(0);
     expect(other.stderr).not.toContain("compressing");
     expect(other.stderr).not.toContain("compressed now");
@@ -119,23 +123,40 @@ describe("push to docker-registry with Basic auth", () => {
       .split("\n")
       .filter((l) => l.startsWith("127.0.0.1 - - "));
     const mounts = access.filter((l) => l.includes('"POST /v2/e2e/other/blobs/uploads/?mount='));
-    expect(mounts.map((l) => /mount=sha256%3A([a-f0-9]{64})&from=e2e%2Fapp HTTP\/1\.1" 201 /.exec(l)?.[1]).sort()).toEqual(blobs.map((d) => d.slice(7)).sort());
+    expect(mounts.map((l) => /mount=sha256%3A([a-f0-9]{64})&from=e2e%2Fagain HTTP\/1\.1" 201 /.exec(l)?.[1]).sort()).toEqual(
+      blobs.map((d) => d.slice(7)).sort(),
+    );
     expect(access.filter((l) => /"(PATCH|PUT) \/v2\/e2e\/other\/blobs\//.test(l))).toEqual([]);
   }, 120_000);
 
   test("--chunk-size sends equal PATCH chunks that the real registry assembles correctly", async () => {
-    const ref = `${registry.host}/e2e/chunked:1`;
-    const result = await push(["--archive", archive, "--chunk-size", "5MiB", ref], { cwd: await mkdtemp(join(work, "chunked-")) });
-    expect(result.code).toBe(0);
-    expect(result.stderr).toMatch(/layer 1\/5 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in [3-9] chunks \(compressed now\)/);
-    const pulled = await pull(ref);
-    expect(pulled.manifestDigest).toBe(resultDigest(result.stdout, ref));
-    expect(pulled.diffIds).toEqual(image.diffIds);
+    // A proxy with no faults in front of the registry records each request's body size.
+    const proxy = await startFaultProxy(registry.url);
+    try {
+      const ref = `${proxy.host}/e2e/chunked:1`;
+      const result = await push(["--archive", archive, "--chunk-size", "5MiB", ref]);
+      expect(result.code).toBe(0);
+      expect(result.stderr).toMatch(/layer 1\/5 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in [3-9] chunks \(compressed now\)/);
+      const pulled = await pull(`${registry.host}/e2e/chunked:1`);
+      expect(pulled.manifestDigest).toBe(resultDigest(result.stdout, ref));
+      expect(pulled.diffIds).toEqual(image.diffIds);
+      // The big layer went in one session: every chunk 5 MiB but the last, which holds the rest.
+      const size = pulled.layerSizes[0]!;
+      const count = Math.ceil(size / (5 * MiB));
+      const sessions = sessionsFor(proxy.requests, pulled.layerDigests[0]!);
+      expect(sessions).toHaveLength(1);
+      expect(sessions[0]!.patches.map((p) => p.bodyBytes)).toEqual([...Array<number>(count - 1).fill(5 * MiB), size - (count - 1) * 5 * MiB]);
+      expect(sessions[0]!.patches.map((p) => p.headers["content-range"])).toEqual(
+        Array.from({ length: count }, (_, i) => `${i * 5 * MiB}-${Math.min((i + 1) * 5 * MiB, size) - 1}`),
+      );
+    } finally {
+      await proxy.stop();
+    }
   }, 120_000);
 
   test("CHUNK_SIZE in the environment works like --chunk-size", async () => {
     const ref = `${registry.host}/e2e/chunked-env:1`;
-    const result = await push(["--archive", archive, ref], { cwd: await mkdtemp(join(work, "chunked-env-")), env: { CHUNK_SIZE: "6MiB" } });
+    const result = await push(["--archive", archive, ref], { env: { CHUNK_SIZE: "6MiB" } });
     expect(result.code).toBe(0);
     expect(result.stderr).toMatch(/layer 1\/5 sha256:[a-f0-9]{12}: pushed [\d.]+ MB in [2-9] chunks/);
     await pull(ref);
@@ -193,68 +214,63 @@ describe("push to docker-registry with Basic auth", () => {
 describe("the docker save path (docker CLI in front of podman's Docker API)", () => {
   test("saves <image id>.tar into the push folder; the next push of that image runs no save at all; --rm-archive removes the file", async () => {
     const dockerHost = await store.startService();
-    const cwd = await makeTempDir("docker-save-");
-    const fresh = await makeTempDir("docker-save-rm-");
-    try {
-      const ref = image.tag;
-      const id = image.imageId.replace(/^sha256:/, "");
-      const saved = join(cwd, `${id}.tar`);
-      const env = { DOCKER_HOST: dockerHost };
-      /**
-       * The saves one run asked the engine for. podman logs a call once it is answered, maybe after the
-       * CLI exited: the run's last call (the save, or without one the inspect) is waited for first.
-       */
-      const run = async (args: string[], dir: string, last: "save" | "inspect") => {
-        const from = store.apiCalls().length;
-        const result = await push(args, { cwd: dir, env });
-        await store.waitForApiCall(last === "save" ? isSaveCall : (c) => /^GET \/v[0-9.]+\/images\/.*\/json$/.test(c), from);
-        return { result, saves: store.apiCalls().slice(from).filter(isSaveCall) };
-      };
-      const listing = async (dir: string) => (await readdir(dir)).sort();
+    const cwd = await tempDir("docker-save-");
+    const fresh = await tempDir("docker-save-rm-");
+    const ref = image.tag;
+    const id = image.imageId.replace(/^sha256:/, "");
+    const saved = join(cwd, `${id}.tar`);
+    const env = { DOCKER_HOST: dockerHost };
+    /**
+     * The saves one run asked the engine for. podman logs a call once it is answered, maybe after the
+     * CLI exited: the run's last call (the save, or without one the inspect) is waited for first.
+     */
+    const run = async (args: string[], dir: string, last: "save" | "inspect") => {
+      const from = store.apiCalls().length;
+      const result = await push(args, { cwd: dir, env });
+      await store.waitForApiCall(last === "save" ? isSaveCall : (c) => /^GET \/v[0-9.]+\/images\/.*\/json$/.test(c), from);
+      return { result, saves: store.apiCalls().slice(from).filter(isSaveCall) };
+    };
+    const listing = async (dir: string) => (await readdir(dir)).sort();
 
-      const first = await run([ref], cwd, "save");
-      expect(first.result.code).toBe(0);
-      expect(first.saves).toHaveLength(1);
-      expect(first.result.stderr).toContain(`Saving ${ref} (image ${id.slice(0, 12)}) with docker save, reading it as it comes`);
-      expect(await listing(cwd)).toEqual([".cache", `${id}.tar`]);
-      const digest = resultDigest(first.result.stdout, ref);
-      const pulled = await pull(ref);
-      expect(pulled.manifestDigest).toBe(digest);
-      expect(pulled.diffIds).toEqual(image.diffIds);
+    const first = await run([ref], cwd, "save");
+    expect(first.result.code).toBe(0);
+    expect(first.saves).toHaveLength(1);
+    expect(first.result.stderr).toContain(`Saving ${ref} (image ${id.slice(0, 12)}) with docker save, reading it as it comes`);
+    expect(await listing(cwd)).toEqual([".cache", `${id}.tar`]);
+    const digest = resultDigest(first.result.stdout, ref);
+    const pulled = await pull(ref);
+    expect(pulled.manifestDigest).toBe(digest);
+    expect(pulled.diffIds).toEqual(image.diffIds);
 
-      // The cache's record of the image and its sealed layers: the engine is only asked to inspect.
-      const again = await run([ref], cwd, "inspect");
-      expect(again.result.code).toBe(0);
-      expect(again.saves).toEqual([]);
-      expect(again.result.stderr).toContain(`${ref} (image ${id.slice(0, 12)}): every layer is in ${join(cwd, ".cache")}, no save needed\n`);
-      expect(again.result.stderr).toContain(`Pushing ${ref} from cached record of ${ref}\n`);
-      expect(resultDigest(again.result.stdout, ref)).toBe(digest);
-      expect(await readdir(cwd)).toContain(`${id}.tar`);
+    // The cache's record of the image and its sealed layers: the engine is only asked to inspect.
+    const again = await run([ref], cwd, "inspect");
+    expect(again.result.code).toBe(0);
+    expect(again.saves).toEqual([]);
+    expect(again.result.stderr).toContain(`${ref} (image ${id.slice(0, 12)}): every layer is in ${join(cwd, ".cache")}, no save needed\n`);
+    expect(again.result.stderr).toContain(`Pushing ${ref} from cached record of ${ref}\n`);
+    expect(resultDigest(again.result.stdout, ref)).toBe(digest);
+    expect(await readdir(cwd)).toContain(`${id}.tar`);
 
-      // --rm-archive removes the saved file, whether this run used it or the record...
-      const removing = await run(["--rm-archive", ref], cwd, "inspect");
-      expect(removing.result.code).toBe(0);
-      expect(removing.saves).toEqual([]);
-      expect(removing.result.stderr).toContain(`Removed ${saved}\n`);
-      expect(await listing(cwd)).toEqual([".cache"]);
+    // --rm-archive removes the saved file, whether this run used it or the record...
+    const removing = await run(["--rm-archive", ref], cwd, "inspect");
+    expect(removing.result.code).toBe(0);
+    expect(removing.saves).toEqual([]);
+    expect(removing.result.stderr).toContain(`Removed ${saved}\n`);
+    expect(await listing(cwd)).toEqual([".cache"]);
 
-      // ...and after a save of its own, leaving no temporary copy behind.
-      const saving = await run(["--rm-archive", ref], fresh, "save");
-      expect(saving.result.code).toBe(0);
-      expect(saving.saves).toHaveLength(1);
-      expect(saving.result.stderr).toContain(`Removed ${join(fresh, `${id}.tar`)}\n`);
-      expect(await listing(fresh)).toEqual([".cache"]);
-      expect(resultDigest(saving.result.stdout, ref)).toBe(digest);
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await rm(fresh, { recursive: true, force: true });
-    }
+    // ...and after a save of its own, leaving no temporary copy behind.
+    const saving = await run(["--rm-archive", ref], fresh, "save");
+    expect(saving.result.code).toBe(0);
+    expect(saving.saves).toHaveLength(1);
+    expect(saving.result.stderr).toContain(`Removed ${join(fresh, `${id}.tar`)}\n`);
+    expect(await listing(fresh)).toEqual([".cache"]);
+    expect(resultDigest(saving.result.stdout, ref)).toBe(digest);
   }, 120_000);
 
   test("a cached layer found corrupt while pushing from the cache's record: the image is saved again and the push completes", async () => {
     const dockerHost = await store.startService();
     const other = await startDockerRegistry({ auth: false });
-    const cwd = await makeTempDir("docker-repair-");
+    const cwd = await tempDir("docker-repair-");
     try {
       const ref = image.tag;
       const env = { DOCKER_HOST: dockerHost };
@@ -286,7 +302,6 @@ describe("the docker save path (docker CLI in front of podman's Docker API)", ()
       expect(pulled.layerDigests[0]).toBe(layer);
       expect(pulled.diffIds).toEqual(image.diffIds);
     } finally {
-      await rm(cwd, { recursive: true, force: true });
       await other.stop();
     }
   }, 120_000);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
-import { makeSampleImage, makeTempDir, writeOciArchive } from "../support/fixtures.ts";
+import { makeSampleImage, makeTempDir, writeOciArchive, need } from "../support/fixtures.ts";
 import { PodmanStore } from "../support/podman.ts";
 import { runOk } from "../support/ports.ts";
 import { inspectRaw, podmanPullPlatform, pullPlatform, skopeo, skopeoRun } from "../support/skopeo.ts";
@@ -17,11 +17,6 @@ const SLOW = 120_000;
 let registry: DockerRegistry | undefined;
 let store: PodmanStore | undefined;
 let work: string | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 beforeAll(async () => {
   await Promise.all([

@@ -2,16 +2,15 @@
  * The registry client's transport as a user meets it through the CLI: each connection failure in
  * plain words, the https/http mismatch named, a silent token service bounded by --timeout and
  * --retries, registry text made terminal-safe, bounded memory against an endless answer, and no
- * secret echoed. The CLI runs with a clean environment (runCleanCli); every server is in-process
+ * secret echoed. The CLI runs with a clean environment (runCli with a fresh HOME); every server is in-process
  * except a real TLS docker-registry.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { CLI_ENTRY } from "../support/cli.ts";
+import { runCli } from "../support/cli.ts";
 import { startDockerRegistry } from "../support/docker-registry.ts";
 import { makeSampleImage, makeTempDir, writeClassicDockerArchive } from "../support/fixtures.ts";
-import { run } from "../support/ports.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
 import {
   closeAll,
@@ -19,7 +18,6 @@ import {
   endlessBodyServer,
   recordingServer,
   resettingServer,
-  runCleanCli,
   selfSignedHttpsServer,
   silentServer,
   tlsDockerRegistry,
@@ -35,7 +33,7 @@ const PASSWORD = "hunter2-secret\n";
 describe("connection failures through the CLI, by exact text", () => {
   test("refused", async () => {
     const host = `127.0.0.1:${await closedPort()}`;
-    const result = await runCleanCli(["--retries", "1", ...ARCHIVE, `${host}/app:1`], { env: USER, stdin: PASSWORD });
+    const result = await runCli(["--retries", "1", ...ARCHIVE, `${host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(
       new RegExp(`^warning: cannot reach the registry: connection refused by http://${host}; retrying in [0-9.]+ s \\(attempt 2 of 2\\)\\n`),
@@ -45,27 +43,27 @@ describe("connection failures through the CLI, by exact text", () => {
 
   test("reset", async () => {
     const host = await resettingServer();
-    const result = await runCleanCli(["--retries", "0", ...ARCHIVE, `${host}/app:1`], { env: USER, stdin: PASSWORD });
+    const result = await runCli(["--retries", "0", ...ARCHIVE, `${host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
     expect(result.code).toBe(1);
     expect(result.stderr).toBe(`error: cannot reach the registry: http://${host} closed the connection unexpectedly (gave up after 1 attempt)\n`);
   });
 
   test("timeout", async () => {
     const silent = await silentServer();
-    const result = await runCleanCli(["--retries", "0", "--timeout", "1", ...ARCHIVE, `${silent.host}/app:1`], { env: USER, stdin: PASSWORD });
+    const result = await runCli(["--retries", "0", "--timeout", "1", ...ARCHIVE, `${silent.host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
     expect(result.code).toBe(1);
     expect(result.stderr).toBe(`error: cannot reach the registry: no progress for 1 s on the connection to http://${silent.host} (gave up after 1 attempt)\n`);
   });
 
   test("DNS", async () => {
-    const result = await runCleanCli([...ARCHIVE, "registry.invalid/app:1"], { env: USER, stdin: PASSWORD });
+    const result = await runCli([...ARCHIVE, "registry.invalid/app:1"], { home: "fresh", env: USER, stdin: PASSWORD });
     expect(result.code).toBe(1);
     expect(result.stderr).toBe("error: cannot reach the registry: cannot find the host registry.invalid (DNS lookup failed)\n");
   });
 
   test("TLS: a self-signed certificate", async () => {
     const host = await selfSignedHttpsServer();
-    const result = await runCleanCli([...ARCHIVE, `${host}/app:1`], { env: { USERNAME_REGISTRY: "me" }, stdin: PASSWORD });
+    const result = await runCli([...ARCHIVE, `${host}/app:1`], { home: "fresh", env: { USERNAME_REGISTRY: "me" }, stdin: PASSWORD });
     expect(result.code).toBe(1);
     expect(result.stderr).toBe(
       `error: cannot reach the registry: the TLS certificate of https://${host} is self-signed and not trusted: if the registry is yours, trust its CA with NODE_EXTRA_CA_CERTS=<ca.pem>\n`,
@@ -75,7 +73,7 @@ describe("connection failures through the CLI, by exact text", () => {
 
 test("INSECURE_HTTP_PUSH against a real registry's TLS port says it speaks https", async () => {
   const registry = await tlsDockerRegistry();
-  const result = await runCleanCli([...ARCHIVE, `${registry.host}/app:1`], { env: USER, stdin: PASSWORD });
+  const result = await runCli([...ARCHIVE, `${registry.host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
   expect(result.code).toBe(1);
   expect(result.stderr).toBe(
     `error: registry ${registry.host} answers over https, not plain http: unset INSECURE_HTTP_PUSH (and drop --insecure) to push to it\n`,
@@ -88,7 +86,7 @@ test("a silent token service gives up within --timeout 2 and --retries 1", async
   const registry = recordingServer(
     () => new Response(null, { status: 401, headers: { "WWW-Authenticate": `Bearer realm="http://${tokens.host}/token",service="reg"` } }),
   );
-  const result = await runCleanCli(["--timeout", "2", "--retries", "1", ...ARCHIVE, `${registry.host}/app:1`], { env: USER, stdin: PASSWORD });
+  const result = await runCli(["--timeout", "2", "--retries", "1", ...ARCHIVE, `${registry.host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
   const exited = performance.now();
   expect(result.code).toBe(1);
   expect(result.stderr).toEndWith(
@@ -111,15 +109,17 @@ test("registry text reaches the terminal without control characters", async () =
       { status: 418 },
     ),
   );
-  const result = await runCleanCli([...ARCHIVE, `${registry.host}/app:1`], { env: USER, stdin: PASSWORD });
+  const result = await runCli([...ARCHIVE, `${registry.host}/app:1`], { home: "fresh", env: USER, stdin: PASSWORD });
   expect(result.code).toBe(1);
   expect(result.stderr).toBe(`error: registry ${registry.host} did not answer GET /v2/ as a registry: HTTP 418 DENIED: go away  now (bell)\n`);
 });
 
 test("an endless error answer leaves the CLI's memory as small as a short one", async () => {
   const peakKb = async (host: string) => {
-    const result = await run(["/usr/bin/time", "-f", "peak-kb=%M", process.execPath, "run", CLI_ENTRY, "--timeout", "5", ...ARCHIVE, `${host}/app:1`], {
-      env: { PATH: process.env.PATH ?? "", HOME: "/nonexistent", DOCKER_CONFIG: "/nonexistent", INSECURE_HTTP_PUSH: "true" },
+    const result = await runCli(["--timeout", "5", ...ARCHIVE, `${host}/app:1`], {
+      under: ["/usr/bin/time", "-f", "peak-kb=%M"],
+      home: "fresh",
+      env: { INSECURE_HTTP_PUSH: "true" },
       timeoutMs: 30_000,
     });
     expect(result.code).toBe(1);
@@ -136,7 +136,7 @@ test("an endless error answer leaves the CLI's memory as small as a short one", 
 
 test("credentials in a URL-style reference are never echoed", async () => {
   for (const reference of ["https://me:hunter2@reg.example.com/app:1", "me:hunter2@reg.example.com/app:1"]) {
-    const result = await runCleanCli([reference]);
+    const result = await runCli([reference], { home: "fresh" });
     expect(result.code).toBe(2);
     expect(result.stderr.split("\n")[0]).toBe(
       "error: a reference cannot carry credentials: set USERNAME_REGISTRY and pipe the password on stdin; expected <host[:port]>/<repository>[:<tag>], e.g. registry.example.com/team/app:1.2",
@@ -153,13 +153,13 @@ test("a real registry: chunked and whole uploads, then a re-push that finds ever
     const ref = `${registry.host}/transport/app:1`;
     const args = ["--chunk-size", "5MiB", "--cache-dir", join(work, "cache"), "--archive", archive.path, ref];
     const env = { USERNAME_REGISTRY: registry.username, INSECURE_HTTP_PUSH: "true" };
-    const first = await runCleanCli(args, { env, stdin: `${registry.password}\n` });
+    const first = await runCli(args, { home: "fresh", env, stdin: `${registry.password}\n` });
     expect(first.stderr).not.toContain("warning");
     expect(first.code).toBe(0);
     expect(first.stderr).toMatch(/: pushed [0-9.]+ MB in 2 chunks/);
     const pulled = await pullAndVerify({ ref, username: registry.username, password: registry.password, tlsVerify: false });
     expect(first.stdout).toBe(`${ref}@${pulled.manifestDigest}\n`);
-    const again = await runCleanCli(args, { env, stdin: `${registry.password}\n` });
+    const again = await runCli(args, { home: "fresh", env, stdin: `${registry.password}\n` });
     expect(again.code).toBe(0);
     expect(again.stderr).toMatch(/\n4 blobs: 0 pushed, 4 already present; /);
     expect(again.stdout).toBe(first.stdout);

@@ -12,16 +12,16 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
-import { CLI_ENTRY, cliEnv, runCli } from "../support/cli.ts";
+import { type CliProcess, type Login, loginAs, runCli, spawnCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { DOCKER_CLI, isSaveCall, startDockerd, type Dockerd } from "../support/dockerd.ts";
 import { startFaultProxy, type FaultProxy } from "../support/fault-proxy.ts";
-import { digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { digestOf, makeConfig, makeLayerTar, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { compressArchive } from "../support/multiplatform.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
 import { waitFor } from "../support/ports.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
 import { blobBodyBytes, uploadSessions } from "../support/upload-log.ts";
 
 const MiB = 1024 * 1024;
@@ -33,16 +33,11 @@ let work: string;
 let oneBig: WrittenArchive;
 let twoBig: WrittenArchive;
 
-/** Folders of single tests, removed after the file even when a test failed half-way. */
-const temps: string[] = [];
-async function tempDir(prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  temps.push(dir);
-  return dir;
-}
+/** Folders of single tests, removed after each test even when it failed half-way. */
+const tempDir = tempDirs();
 
 beforeAll(async () => {
-  work = await makeTempDir("resume-");
+  work = await tempDir("resume-");
   // Random bytes do not compress: 40 MiB go in seven 6 MiB chunks.
   const layers = [makeLayerTar({ "data/noise.bin": randomBytes(40 * MiB) }), makeLayerTar({ "etc/motd": "resume\n" })];
   oneBig = await writeClassicDockerArchive(join(work, "one.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "resume/one:1" });
@@ -54,46 +49,14 @@ beforeAll(async () => {
   twoBig = await writeClassicDockerArchive(join(work, "two.tar"), { layers: two, config: makeConfig(two.map((l) => digestOf(l))) });
 }, SLOW);
 
-afterAll(async () => {
-  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
-});
-
-interface Started {
-  child: Pick<Subprocess, "kill" | "exited">;
-  /** Resolves once stderr so far matches `pattern`. */
-  said(pattern: RegExp): Promise<string>;
+/** Starts a push as the user would, with the cache's seal key inside the push folder. */
+function start(args: string[], cwd: string, user: Login, extraEnv: Record<string, string> = {}): Promise<CliProcess> {
+  return spawnCli(args, { cwd, ...loginAs(user, { XDG_STATE_HOME: join(cwd, "state"), ...extraEnv }), timeoutMs: SLOW });
 }
 
-function start(args: string[], cwd: string, user: { username: string; password: string }, extraEnv: Record<string, string> = {}): Started {
-  const child = Bun.spawn([process.execPath, "run", CLI_ENTRY, ...args], {
-    cwd,
-    env: cliEnv({ USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state"), ...extraEnv }),
-    stdin: new TextEncoder().encode(`${user.password}\n`),
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  let text = "";
-  const waiters: { pattern: RegExp; resolve: (t: string) => void }[] = [];
-  void (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) {
-      text += decoder.decode(chunk, { stream: true });
-      for (const w of waiters.filter((w) => w.pattern.test(text))) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(text);
-      }
-    }
-  })();
-  return {
-    child,
-    said: (pattern) =>
-      pattern.test(text)
-        ? Promise.resolve(text)
-        : new Promise((resolve, reject) => {
-            waiters.push({ pattern, resolve });
-            void child.exited.then(() => setTimeout(() => reject(new Error(`the CLI exited without printing ${pattern}:\n${text}`)), 100));
-          }),
-  };
+/** The second run, in the same folder with the same seal key. */
+function runAgain(args: string[], cwd: string, user: Login, extraEnv: Record<string, string> = {}) {
+  return runCli(args, { cwd, ...loginAs(user, { XDG_STATE_HOME: join(cwd, "state"), ...extraEnv }), timeoutMs: SLOW });
 }
 
 async function uploadRecords(cwd: string): Promise<string[]> {
@@ -114,16 +77,16 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
   afterAll(() => emulator.stop());
 
   /** Kills the push once every one of `layers` chunked sessions has `confirmed` chunks accepted. */
-  async function killAfter(run: Started, layers: number, confirmed: number): Promise<void> {
+  async function killAfter(run: CliProcess, layers: number, confirmed: number): Promise<void> {
     try {
       await emulator.waitForRequest(() => {
         const sessions = uploadSessions(emulator.requests).filter((s) => s.patches.filter((p) => p.status === 202).length >= confirmed);
         return sessions.length >= layers;
       });
     } finally {
-      run.child.kill("SIGKILL");
+      run.kill("SIGKILL");
     }
-    expect(await run.child.exited).not.toBe(0);
+    expect((await run.finished).code).not.toBe(0);
   }
 
   test(
@@ -131,15 +94,11 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
     async () => {
       const cwd = await tempDir("resume-emu-");
       const ref = `${emulator.host}/resume/one:1`;
-      const first = start(["--archive", oneBig.path, ref], cwd, EMU);
+      const first = await start(["--archive", oneBig.path, ref], cwd, EMU);
       await killAfter(first, 1, 3);
       expect(await uploadRecords(cwd)).toHaveLength(1);
 
-      const again = await runCli(["--archive", oneBig.path, ref], {
-        cwd,
-        stdin: `${EMU.password}\n`,
-        env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
-      });
+      const again = await runAgain(["--archive", oneBig.path, ref], cwd, EMU);
       expect(again.code).toBe(0);
       const at = Number(/resuming the interrupted upload at byte (\d+)/.exec(again.stderr)?.[1]);
       expect(at).toBeGreaterThanOrEqual(3 * CHUNK);
@@ -154,7 +113,6 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
       expect(extra).toBeGreaterThanOrEqual(0);
       expect(extra).toBeLessThanOrEqual(CHUNK);
       expect(await uploadRecords(cwd)).toEqual([]);
-      await rm(cwd, { recursive: true, force: true });
     },
     SLOW,
   );
@@ -166,18 +124,14 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
       const gz = await compressArchive(twoBig.path, "gzip", join(work, "two.tar.gz"));
       const ref = `${emulator.host}/resume/two:1`;
       const mine = () => emulator.requests.filter((r) => r.path.startsWith("/v2/resume/two/"));
-      const first = start(["--archive", gz, ref], cwd, EMU);
+      const first = await start(["--archive", gz, ref], cwd, EMU);
       // The stream hands the layers over one after the other: killed in the second one's upload.
       await killAfter(first, 2, 2);
       expect(await uploadRecords(cwd)).not.toEqual([]);
       const interrupted = uploadSessions(mine()).filter((s) => s.put === undefined && s.patches.length > 0);
       expect(interrupted).toHaveLength(1);
 
-      const again = await runCli(["--archive", gz, ref], {
-        cwd,
-        stdin: `${EMU.password}\n`,
-        env: { USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
-      });
+      const again = await runAgain(["--archive", gz, ref], cwd, EMU);
       expect(again.code).toBe(0);
       expect([...again.stderr.matchAll(/resuming the interrupted upload at byte (\d+)/g)]).toHaveLength(1);
       expect(emulator.violations).toEqual([]);
@@ -189,7 +143,6 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
       expect(layer).toBeDefined();
       expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
       expect(await uploadRecords(cwd)).toEqual([]);
-      await rm(cwd, { recursive: true, force: true });
     },
     SLOW,
   );
@@ -218,7 +171,7 @@ describe("SIGKILL during a push streamed from docker save, then run again from t
       // The 4th chunk reaches the registry but its answer is held: the save and the compression end
       // meanwhile (the image record is written), and the run is killed before it learns of that chunk.
       proxy.addRule({ method: "PATCH", nth: 4, fault: { kind: "stall", ms: 120_000 } });
-      const first = start(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
+      const first = await start(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
       try {
         await waitFor(
           async () =>
@@ -227,18 +180,14 @@ describe("SIGKILL during a push streamed from docker save, then run again from t
           "the image record and the 4th chunk",
         );
       } finally {
-        first.child.kill("SIGKILL");
+        first.kill("SIGKILL");
       }
-      await first.child.exited;
+      await first.finished;
       proxy.clearRules();
       expect(await uploadRecords(cwd)).not.toEqual([]);
 
       const mark = dockerd.apiCalls().length;
-      const again = await runCli(["--engine", DOCKER_CLI, ref], {
-        cwd,
-        stdin: `${EMU.password}\n`,
-        env: { ...env, USERNAME_REGISTRY: EMU.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
-      });
+      const again = await runAgain(["--engine", DOCKER_CLI, ref], cwd, EMU, env);
       expect(again.code).toBe(0);
       expect(again.stderr).toContain("no save needed");
       expect(dockerd.apiCalls().slice(mark).filter(isSaveCall)).toEqual([]);
@@ -274,24 +223,19 @@ describe("SIGKILL, then run again, against docker-registry", () => {
   async function killedMidChunk(cwd: string, ref: string, user: { username: string; password: string }): Promise<void> {
     // Two chunks confirmed, the third reaches the registry cut in the middle of its body.
     proxy.addRule({ method: "PATCH", nth: 3, fault: { kind: "cut-body", after: 2 * MiB, forward: true } });
-    const first = start(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], cwd, user);
+    const first = await start(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], cwd, user);
     // Killed while it waits to retry: the run never learns what the registry did with the session.
     try {
       await first.said(/chunk 3\b.*retrying/);
     } finally {
-      first.child.kill("SIGKILL");
+      first.kill("SIGKILL");
     }
-    await first.child.exited;
+    await first.finished;
     proxy.clearRules();
     expect(await uploadRecords(cwd)).toHaveLength(1);
   }
 
-  const again = (cwd: string, ref: string, user: { username: string; password: string }) =>
-    runCli(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], {
-      cwd,
-      stdin: `${user.password}\n`,
-      env: { USERNAME_REGISTRY: user.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
-    });
+  const again = (cwd: string, ref: string, user: Login) => runAgain(["--chunk-size", "6MiB", "--archive", oneBig.path, ref], cwd, user);
 
   test(
     "a chunk cut mid-body, then the kill: the next run continues the session or starts the blob over, cleanly",
@@ -326,7 +270,6 @@ describe("SIGKILL, then run again, against docker-registry", () => {
         expect(sessions.map((s) => s.bytes)).toEqual([big.size]);
       }
       expect(await uploadRecords(cwd)).toEqual([]);
-      await rm(cwd, { recursive: true, force: true });
     },
     SLOW,
   );
@@ -352,7 +295,6 @@ describe("SIGKILL, then run again, against docker-registry", () => {
       const sessions = uploadSessions(proxy.requests.slice(before)).filter((s) => s.digest === big.digest);
       expect(sessions.map((s) => s.bytes)).toEqual([big.size]);
       expect(await uploadRecords(cwd)).toEqual([]);
-      await rm(cwd, { recursive: true, force: true });
     },
     SLOW,
   );

@@ -5,14 +5,15 @@
  * serverless-registry's rules, and the image pulls back intact. For an archive read in place, a
  * `.tar.gz` read once as a stream, and (in daemon-push.test.ts) a running `docker save`.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { runCli } from "../support/cli.ts";
-import { deterministicBytes, digestOf, makeConfig, makeLayerTar, makeTempDir, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
+import { deterministicBytes, digestOf, makeConfig, makeLayerTar, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { compressArchive } from "../support/multiplatform.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
+import { tempDirs } from "../support/temp.ts";
 import { expectStreamed } from "../support/upload-log.ts";
 
 const MiB = 1024 * 1024;
@@ -24,16 +25,11 @@ let work: string;
 let image: WrittenArchive;
 let emulator: Emulator | undefined;
 
-/** Folders of single tests, removed after the file even when a test failed half-way. */
-const temps: string[] = [];
-async function tempDir(prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  temps.push(dir);
-  return dir;
-}
+/** Folders of single tests, removed after each test even when it failed half-way. */
+const tempDir = tempDirs();
 
 beforeAll(async () => {
-  work = await makeTempDir("streaming-");
+  work = await tempDir("streaming-");
   // Half noise, half text: about 40 MiB of gzip from 80 MiB, so compression takes a while and the
   // layer goes in about seven 6 MiB chunks.
   const layers = [makeLayerTar({ "data/big.bin": deterministicBytes(80 * MiB) }), makeLayerTar({ "etc/motd": "streamed\n" })];
@@ -43,10 +39,6 @@ beforeAll(async () => {
 afterEach(async () => {
   await emulator?.stop();
   emulator = undefined;
-});
-
-afterAll(async () => {
-  await Promise.all([work, ...temps].map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
 /** Pushes `archive` from a fresh folder (empty cache) into a fresh emulation. */

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { CLI_ENTRY, CLI_ENV_VARS, REPO_ROOT, cliEnv, runCli } from "../support/cli.ts";
+import { CLI_ENTRY, CLI_ENV_VARS, REPO_ROOT, cliEnv, runCli, testHome } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import {
   EVIL_VARIANTS,
@@ -25,6 +25,7 @@ import {
   writeOciArchive,
   type TestImage,
   type WrittenArchive,
+  need,
 } from "../support/fixtures.ts";
 import { PodmanStore } from "../support/podman.ts";
 import { freePort, run, runOk } from "../support/ports.ts";
@@ -37,11 +38,6 @@ let registry: DockerRegistry | undefined;
 let store: PodmanStore | undefined;
 let work: string | undefined;
 let image: TestImage | undefined;
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
-  return value;
-}
 
 async function tarList(path: string): Promise<string[]> {
   const { stdout } = await runOk(["tar", "-tf", path]);
@@ -383,11 +379,16 @@ describe("cli runner", () => {
     const saved = Object.fromEntries(CLI_ENV_VARS.map((n) => [n, process.env[n]]));
     try {
       for (const n of CLI_ENV_VARS) process.env[n] = "leaked";
+      // Whole families too: settings the CLI does not read today but Docker, podman or fetch do.
+      const families = ["DOCKER_NEW_SETTING", "CONTAINERS_REGISTRIES_CONF", "XDG_DATA_HOME", "REGISTRY_FOO", "Https_Proxy"];
+      for (const n of families) process.env[n] = "leaked";
       const env = cliEnv({ CHUNK_SIZE: "5242880" });
-      expect(env.USERNAME_REGISTRY).toBeUndefined();
-      expect(env.INSECURE_HTTP_PUSH).toBeUndefined();
+      for (const n of [...CLI_ENV_VARS, ...families].filter((n) => n !== "CHUNK_SIZE")) expect([n, env[n]]).toEqual([n, undefined]);
+      for (const n of families) delete process.env[n];
       expect(env.CHUNK_SIZE).toBe("5242880");
       expect(env.PATH).toBe(process.env.PATH);
+      expect(env.HOME).toBe(testHome());
+      expect(env.HOME).not.toBe(process.env.HOME);
     } finally {
       for (const [n, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[n];

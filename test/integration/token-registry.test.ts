@@ -5,7 +5,6 @@
  * standard Docker token flow, not something only our client understands.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,8 @@ import { gzipSync } from "node:zlib";
 import { runOk, sleep } from "../support/ports.ts";
 import { pullAndVerify, skopeoPush } from "../support/skopeo.ts";
 import { startTokenRegistry, type TokenRegistry } from "../support/token-registry.ts";
+import { digestOf } from "../support/fixtures.ts";
+import { basicHeader } from "../support/scripted-registry.ts";
 
 let registry: TokenRegistry;
 let work: string;
@@ -29,13 +30,7 @@ afterAll(async () => {
 
 const ZERO_DIGEST = `sha256:${"0".repeat(64)}`;
 
-function digestOf(data: Uint8Array | string): string {
-  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
-
-function basic(username: string, password: string): string {
-  return `Basic ${Buffer.from(`${username}:${password}`).toString("base64")}`;
-}
+const basic = (username: string, password: string): string => basicHeader({ username, password });
 
 interface TokenBody {
   token: string;

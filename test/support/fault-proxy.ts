@@ -101,6 +101,13 @@ export interface FaultProxy {
   host: string;
   /** Every request in arrival order; entries are updated in place as requests finish. */
   requests: ProxiedRequest[];
+  /**
+   * Resolves with the first request (already seen, or seen later) for which `match` holds, checked on
+   * every change: a request arriving, upstream answering a forwarded one (even while a stall holds the
+   * answer), a request finishing. Rejects after `timeoutMs` (default 30 s). Lets a test act on an event
+   * instead of sleeping or polling.
+   */
+  waitFor(match: (request: ProxiedRequest, index: number, all: ProxiedRequest[]) => boolean, timeoutMs?: number): Promise<ProxiedRequest>;
   addRule(rule: FaultRule): void;
   clearRules(): void;
   /** Destroys every connection (client and upstream) and pending stall at once, then closes the server. */
@@ -139,6 +146,11 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
   const outgoing = new Set<http.ClientRequest>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let origin = "";
+  /** Called on every change a waitFor() may be waiting for. */
+  const watchers = new Set<() => void>();
+  const changed = (): void => {
+    for (const watcher of [...watchers]) watcher();
+  };
 
   /** The first rule whose window the request falls in; every matching rule counts it. */
   function pickFault(method: string, target: string): Fault | undefined {
@@ -209,10 +221,12 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
       at: now(),
     };
     requests.push(entry);
+    changed();
     const finish = (status: ProxiedRequest["status"]): void => {
       if (entry.doneAt !== undefined) return;
       if (status !== 0) entry.status = status;
       entry.doneAt = now();
+      changed();
     };
     // Errors on either side are what this proxy is for: they are recorded, never thrown.
     req.on("error", () => undefined);
@@ -373,9 +387,11 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
           response.resume();
           entry.upstreamStatus = entry.status;
           entry.status = replaceStatus;
+          changed();
           res.writeHead(replaceStatus, { "Content-Type": "text/plain", "Content-Length": "0" }).end();
           return;
         }
+        changed();
         if (stallMs <= 0) {
           relay(response, res, entry);
           return;
@@ -438,6 +454,25 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     url: origin,
     host,
     requests,
+    waitFor(match, timeoutMs = 30_000): Promise<ProxiedRequest> {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = requests.find(match);
+          if (found === undefined) return;
+          watchers.delete(check);
+          clearTimeout(timer);
+          resolve(found);
+        };
+        const timer = setTimeout(() => {
+          watchers.delete(check);
+          reject(
+            new Error(`fault proxy: no request matched within ${timeoutMs} ms; seen: ${requests.map((r) => `${r.method} ${r.path} ${r.status}`).join(", ")}`),
+          );
+        }, timeoutMs);
+        watchers.add(check);
+        check();
+      });
+    },
     addRule(rule: FaultRule): void {
       active.push({ rule, seen: 0 });
     },

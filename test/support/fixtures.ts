@@ -787,7 +787,11 @@ export async function buildTestImage(store: PodmanStore, tag: string, opts: { bi
   }
 }
 
-/** Makes a fresh temp dir (for archives written by these helpers); caller removes it. */
-export async function makeTempDir(prefix = "chunked-push-fixture-"): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+/** A value a beforeAll set up; a clear failure (not a TypeError) when that setup failed. */
+export function need<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} not set up (an earlier step failed)`);
+  return value;
 }
+
+/** A fresh temp dir (for archives written by these helpers); caller removes it. Defined in temp.ts. */
+export { makeTempDir } from "./temp.ts";

@@ -1,15 +1,14 @@
 /**
- * The CLI as the hostile-input tests run it: a clean environment (PATH, a HOME of its own, no Docker
- * config, nothing inherited from the developer's shell), measured by /usr/bin/time for peak memory
- * and by the test for wall time, plus the checks every hostile case makes on what reached the
- * hostile registry.
+ * The CLI as the hostile-input tests run it (through cli.ts, with a HOME of its own and no Docker
+ * config), measured by /usr/bin/time for peak memory and by the test for wall time, plus the checks
+ * every hostile case makes on what reached the hostile registry.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI_ENTRY } from "./cli.ts";
+import { runCli } from "./cli.ts";
 import type { HostileOrigin, HostileRequest } from "./hostile-registry.ts";
-import { run, type RunResult } from "./ports.ts";
+import type { RunResult } from "./ports.ts";
 
 /** The issue's bound on every hostile input. */
 export const PEAK_RSS_LIMIT_KB = 256 * 1024;
@@ -24,7 +23,7 @@ export interface MeasuredRun extends RunResult {
 }
 
 export interface HostileCliOptions {
-  /** Added to the clean environment (PATH, HOME, DOCKER_CONFIG). */
+  /** Added to the clean environment. */
   env?: Record<string, string>;
   stdin?: string;
   /** HOME for the run (the seal key lives under it); a fresh one, removed afterwards, when omitted. */
@@ -36,15 +35,16 @@ export interface HostileCliOptions {
 
 /** Runs `bun run index.ts ...args` under /usr/bin/time with a clean environment. */
 export async function runHostileCli(args: string[], options: HostileCliOptions = {}): Promise<MeasuredRun> {
-  const ownHome = options.home === undefined ? await mkdtemp(join(tmpdir(), "hostile-cli-home-")) : undefined;
-  const home = options.home ?? ownHome!;
   const timeDir = await mkdtemp(join(tmpdir(), "hostile-cli-time-"));
   const timeFile = join(timeDir, "peak-rss");
   try {
     const started = performance.now();
-    const result = await run(["/usr/bin/time", "-o", timeFile, "-f", "%M", process.execPath, "run", CLI_ENTRY, ...args], {
-      cwd: options.cwd ?? home,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, DOCKER_CONFIG: join(home, ".docker-none"), ...options.env },
+    const result = await runCli(args, {
+      under: ["/usr/bin/time", "-o", timeFile, "-f", "%M"],
+      home: options.home ?? "fresh",
+      cwd: options.cwd ?? options.home,
+      // A HOME of the test's own gets the same empty Docker config a fresh one does.
+      env: options.home === undefined ? options.env : { DOCKER_CONFIG: join(options.home, ".docker-none"), ...options.env },
       stdin: options.stdin,
       // Below the tests' own 60 s budget, so a run that hangs is killed and reported with its output.
       timeoutMs: options.timeoutMs ?? 45_000,
@@ -57,7 +57,6 @@ export async function runHostileCli(args: string[], options: HostileCliOptions =
     return { ...result, peakKb, elapsedMs, lastLine: errorLines[errorLines.length - 1] ?? "" };
   } finally {
     await rm(timeDir, { recursive: true, force: true });
-    if (ownHome !== undefined) await rm(ownHome, { recursive: true, force: true });
   }
 }
 

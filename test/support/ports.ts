@@ -68,9 +68,12 @@ export interface RunOptions {
   /** Full environment for the child (not merged); defaults to process.env. */
   env?: Record<string, string | undefined>;
   stdin?: string;
-  /** Kill the child (SIGKILL) after this long and report code 124-style failure; default none. */
+  /** Kill the child (SIGKILL) after this long and report code 124-style failure; default 5 minutes. */
   timeoutMs?: number;
 }
+
+/** No command a test runs to completion may hang the run: longer than any test's own budget. */
+const RUN_BOUND_MS = 5 * 60_000;
 
 /**
  * Runs a command to completion, capturing output. Never throws on a non-zero exit: callers that need
@@ -85,21 +88,19 @@ export async function run(cmd: string[], opts: RunOptions = {}): Promise<RunResu
     stderr: "pipe",
   });
   let timedOut = false;
-  const timer =
-    opts.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          proc.kill("SIGKILL");
-        }, opts.timeoutMs);
+  const bound = opts.timeoutMs ?? RUN_BOUND_MS;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    proc.kill("SIGKILL");
+  }, bound);
   try {
     const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     if (timedOut) {
-      return { code: code === 0 ? 124 : code, stdout, stderr: `${stderr}\n(killed after ${opts.timeoutMs} ms)` };
+      return { code: code === 0 ? 124 : code, stdout, stderr: `${stderr}\n(killed after ${bound} ms)` };
     }
     return { code, stdout, stderr };
   } finally {
-    if (timer !== undefined) clearTimeout(timer);
+    clearTimeout(timer);
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * Small in-process servers that misbehave in one precise way each, for the registry client's transport
  * tests: closed ports, sockets destroyed mid-request, peers that accept and never answer, endless
- * bodies, self-signed TLS; plus a recording HTTP server and a CLI runner with a clean environment.
+ * bodies, self-signed TLS; plus a recording HTTP server.
  * Everything binds 127.0.0.1 on a port the kernel picks, and is closed by `closeAll()`.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -9,8 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CLI_ENTRY } from "./cli.ts";
-import { freePort, run, runOk, waitFor, type RunResult } from "./ports.ts";
+import { freePort, runOk, waitFor } from "./ports.ts";
 
 const closers: (() => void | Promise<void>)[] = [];
 
@@ -192,22 +191,4 @@ export async function tlsDockerRegistry(): Promise<{ host: string; certificate: 
   });
   await waitFor(() => fetch(`https://127.0.0.1:${port}/v2/`, { tls: { rejectUnauthorized: false } }).then((r) => r.ok), 15_000, "tls docker-registry");
   return { host: `127.0.0.1:${port}`, certificate: cert };
-}
-
-/**
- * Runs the CLI with a clean environment: only PATH, and HOME and DOCKER_CONFIG pointing at an empty
- * folder, so no developer's variables or `docker login` can change the outcome.
- */
-export async function runCleanCli(args: string[], options: { env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {}): Promise<RunResult> {
-  const home = await mkdtemp(join(tmpdir(), "transport-cli-home-"));
-  try {
-    return await run([process.execPath, "run", CLI_ENTRY, ...args], {
-      cwd: home,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, DOCKER_CONFIG: home, ...options.env },
-      stdin: options.stdin,
-      timeoutMs: options.timeoutMs ?? 60_000,
-    });
-  } finally {
-    await rm(home, { recursive: true, force: true });
-  }
 }

@@ -7,7 +7,10 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type FaultProxy, type ProxiedRequest, startFaultProxy } from "../support/fault-proxy.ts";
+import { digestOf } from "../support/fixtures.ts";
+import { scriptedRegistry } from "../support/scripted-registry.ts";
 import { type Emulator, startServerlessEmulator } from "../support/serverless-emulator.ts";
+import { closeAll } from "../support/transport-servers.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = 5 * MiB; // the emulator's minimum part size
@@ -26,6 +29,7 @@ beforeEach(async () => {
 afterEach(async () => {
   await px.stop();
   await em.stop();
+  await closeAll();
 });
 
 function call(method: string, target: string, init: { body?: RequestInit["body"]; headers?: Record<string, string>; signal?: AbortSignal } = {}) {
@@ -67,10 +71,6 @@ async function patchOk(location: string, start: number, bytes: Uint8Array): Prom
 
 function blob(size: number): Uint8Array {
   return new Uint8Array(randomBytes(size));
-}
-
-function digestOf(bytes: Uint8Array): string {
-  return `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
 }
 
 async function finish(location: string, bytes: Uint8Array): Promise<void> {
@@ -144,21 +144,17 @@ describe("forwarding", () => {
   });
 
   test("rewrites Locations that point at upstream, keeps others, does not follow redirects", async () => {
-    const origin = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch(req) {
-        const { pathname } = new URL(req.url);
-        const self = `http://127.0.0.1:${origin.port}`;
+    const origin = scriptedRegistry({
+      get: (request, { pathname }) => {
         const targets: Record<string, string> = {
-          "/absolute": `${self}/v2/x/blobs/uploads/1?_state=abc`,
+          "/absolute": `http://${new URL(request.url).host}/v2/x/blobs/uploads/1?_state=abc`,
           "/foreign": "https://storage.example.com/bucket/blob?sig=1",
           "/relative": "/v2/x/blobs/uploads/2?_stateHash=def",
         };
         return new Response(null, { status: 307, headers: { Location: targets[pathname] ?? "/" } });
       },
     });
-    const direct = await startFaultProxy(`http://127.0.0.1:${origin.port}`);
+    const direct = await startFaultProxy(`http://${origin.host}`);
     try {
       const get = async (path: string) => {
         const res = await fetch(direct.url + path, { redirect: "manual" });
@@ -172,7 +168,6 @@ describe("forwarding", () => {
       expect(direct.requests.map((r) => r.path)).toEqual(["/absolute", "/foreign", "/relative"]);
     } finally {
       await direct.stop();
-      await origin.stop(true);
     }
   });
 });
@@ -262,19 +257,26 @@ describe("faults", () => {
     const location = await openUpload();
 
     px.addRule({ method: "GET", nth: 1, fault: { kind: "stall", ms: 400 } });
-    let started = performance.now();
+    const started = performance.now();
     const slow = await call("GET", location);
     expect(slow.status).toBe(204);
     expect(performance.now() - started).toBeGreaterThanOrEqual(380);
 
-    px.addRule({ method: "PATCH", nth: 1, fault: { kind: "stall", ms: 5000 } });
-    started = performance.now();
-    const error = await caught(patch(location, 0, data, AbortSignal.timeout(300)));
+    // The client's timeout is started once upstream has answered and the proxy holds that answer, so
+    // it fires during the stall however slowly the 5 MiB body travels on a loaded machine.
+    px.addRule({ method: "PATCH", nth: 1, fault: { kind: "stall", ms: 30_000 } });
+    const client = new AbortController();
+    void px
+      .waitFor((r) => r.method === "PATCH" && r.status === 202)
+      .then(() => {
+        const timeout = AbortSignal.timeout(100);
+        timeout.addEventListener("abort", () => client.abort(timeout.reason));
+      });
+    const error = await caught(patch(location, 0, data, client.signal));
     expect(error).toBeInstanceOf(DOMException);
     expect(error).toMatchObject({ name: "TimeoutError" });
-    expect(performance.now() - started).toBeLessThan(2000);
-    const stalled = last();
-    while (stalled.doneAt === undefined) await Bun.sleep(5); // the client's close reaches the proxy a moment later
+    // The client's close reaches the proxy a moment later: the held 202 was never sent.
+    const stalled = await px.waitFor((r) => r.method === "PATCH" && r.doneAt !== undefined);
     expect(stalled).toMatchObject({ method: "PATCH", status: 202, bodyBytes: CHUNK, fault: "stall", clientClosed: true });
 
     // The chunk landed although the client never saw the 202: its old Location is now stale.
@@ -321,7 +323,7 @@ describe("faults", () => {
     const location = await openUpload();
     px.addRule({ method: "PATCH", nth: 1, fault: { kind: "stall", ms: 30_000 } });
     const pending = caught(patch(location, 0, blob(CHUNK)));
-    while (px.requests.length < 2 || last().status === 0) await Bun.sleep(5);
+    await px.waitFor((r) => r.method === "PATCH" && r.status === 202); // upstream answered; the proxy holds it
     const started = performance.now();
     await px.stop();
     expectDropped(await pending);

@@ -5,6 +5,7 @@
  * how many body bytes the server really sent).
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { digestOf } from "../support/fixtures.ts";
 import {
   endlessJsonError,
   endlessManifest,
@@ -34,10 +35,6 @@ async function start(script: HostileScript = {}): Promise<HostileRegistry> {
   const r = await startHostileRegistry(script);
   live.push(r);
   return r;
-}
-
-function digestOf(bytes: Uint8Array | string): string {
-  return `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
 }
 
 /** fetch relative to `base`, never following redirects (a test looks at them). */

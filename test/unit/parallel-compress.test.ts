@@ -3,7 +3,16 @@ import { mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32, gunzipSync, inflateRawSync, zstdDecompressSync } from "node:zlib";
-import { type Algorithm, closeCompressWorkers, CompressPool, compressRange, DEFAULT_BLOCK_SIZE } from "../../src/layers/parallel-compress.ts";
+import {
+  type Algorithm,
+  closeCompressWorkers,
+  type CompressJob,
+  CompressPool,
+  compressRange,
+  compressStream,
+  DEFAULT_BLOCK_SIZE,
+} from "../../src/layers/parallel-compress.ts";
+import { digestOf as sha256 } from "../support/fixtures.ts";
 
 let dir: string;
 let fileCount = 0;
@@ -15,8 +24,6 @@ afterAll(async () => {
   closeCompressWorkers();
   await rm(dir, { recursive: true, force: true });
 });
-
-const sha256 = (bytes: Uint8Array): string => `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
 function randomBytes(size: number, seed: number): Uint8Array<ArrayBuffer> {
@@ -159,22 +166,159 @@ describe("several compressions share the pool", () => {
   });
 });
 
+/**
+ * The real pool, except that each block's result is held until the test lets it go, so the order in
+ * which blocks get slots and finish is the test's to choose rather than the machine's. Blocks are
+ * tagged by their first input byte (each test's inputs are made of one repeated byte per compression).
+ */
+class HeldPool extends CompressPool {
+  /** Tags of the blocks handed to the pool, in order. */
+  readonly started: string[] = [];
+  /** Blocks compressed (or compressing) whose results the test has not let go yet, oldest first. */
+  readonly held: { tag: string; finish: () => void }[] = [];
+  /** Slots given back so far. */
+  slotsReleased = 0;
+  private readonly watchers = new Set<() => void>();
+
+  constructor(workers: number) {
+    super(workers);
+    const acquire = this.slots.acquire.bind(this.slots);
+    // The semaphore queues a waiter, and wakes one on a release, synchronously: watched right there.
+    this.slots.acquire = async (priority: number) => {
+      const granted = acquire(priority);
+      this.changed();
+      const release = await granted;
+      return () => {
+        release();
+        this.slotsReleased++;
+        this.changed();
+      };
+    };
+  }
+
+  /** Compressions queued for a slot now (the semaphore's own queue). */
+  get waiting(): number {
+    return (this.slots as unknown as { waiters: unknown[] }).waiters.length;
+  }
+
+  override run(job: Omit<CompressJob, "id">): Promise<Uint8Array> {
+    const tag = String.fromCharCode(job.data[0] ?? 0);
+    const output = super.run(job);
+    this.started.push(tag);
+    if (this.draining) return output;
+    return new Promise((resolve, reject) => {
+      this.held.push({ tag, finish: () => output.then(resolve, reject) });
+      this.changed();
+    });
+  }
+
+  private draining = false;
+
+  /** Lets every block finish from now on, then ends the workers: a failed test leaves nothing waiting. */
+  override close(): void {
+    this.draining = true;
+    while (this.held.length > 0) this.finish();
+    super.close();
+  }
+
+  /** Lets the held block at `index` (default the oldest) finish. */
+  finish(index = 0): void {
+    const [block] = this.held.splice(index, 1);
+    block?.finish();
+  }
+
+  /** Resolves once `condition` holds, checked whenever the pool's state changes. */
+  until(condition: () => boolean, what: string, timeoutMs = 4_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!condition()) return;
+        this.watchers.delete(check);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.watchers.delete(check);
+        reject(new Error(`timed out waiting for ${what}: started ${this.started.join("")}, held ${this.held.length}, waiting ${this.waiting}`));
+      }, timeoutMs);
+      this.watchers.add(check);
+      check();
+    });
+  }
+
+  private changed(): void {
+    for (const watcher of [...this.watchers]) watcher();
+  }
+}
+
+/** `count` blocks of `blockSize` bytes, every byte `tag`. */
+function taggedInput(tag: string, count: number, blockSize: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(count * blockSize).fill(tag.charCodeAt(0));
+}
+
 describe("an earlier compression is served first", () => {
   test("so layers finish one after another instead of all at the end", async () => {
-    const pool = new CompressPool(1);
-    const input = mixedBytes(2 * 1024 * 1024, 31);
-    const [first, second] = [await writeInput(input), await writeInput(input)];
-    const options = { algorithm: "gzip", level: 1, blockSize: 64 * 1024, pool } as const;
-    const range = { offset: 0, size: input.length };
-    const earlier = compressRange(first, range, `${first}.gz`, options);
-    const later = compressRange(second, range, `${second}.gz`, options);
-    await earlier;
-    const secondSoFar = Bun.file(`${second}.gz`).size;
-    const { size } = await later;
-    // Served in turn, the second has done little when the first ends (about half if they shared evenly).
-    expect(secondSoFar).toBeLessThan(size * 0.25);
-    pool.close();
+    const BLOCK = 64 * 1024;
+    const pool = new HeldPool(1); // two slots
+    try {
+      const a = taggedInput("a", 5, BLOCK);
+      const b = taggedInput("b", 4, BLOCK);
+      const [first, second] = [await writeInput(a), await writeInput(b)];
+      const options = { algorithm: "gzip", level: 1, blockSize: BLOCK, pool } as const;
+      const earlier = compressRange(first, { offset: 0, size: a.length }, `${first}.gz`, options);
+      // The earlier compression holds both slots and waits for a third when the later one starts.
+      await pool.until(() => pool.held.length === 2 && pool.waiting === 1, "the first compression to fill the pool");
+      const later = compressRange(second, { offset: 0, size: b.length }, `${second}.gz`, options);
+      const blocksLeft = () => [5 - pool.started.filter((t) => t === "a").length, 4 - pool.started.filter((t) => t === "b").length].filter((n) => n > 0).length;
+      // One block finishes at a time, once every compression with blocks left is waiting for a slot:
+      // who gets each freed slot is then up to the pool's order of service alone.
+      while (pool.started.length < 9 || pool.held.length > 0) {
+        await pool.until(() => pool.held.length > 0 && pool.waiting === blocksLeft(), "every compression to wait for a slot");
+        const released = pool.slotsReleased;
+        pool.finish();
+        await pool.until(() => pool.slotsReleased > released, "the finished block's slot");
+      }
+      const [one, two] = await Promise.all([earlier, later]);
+      expect(pool.started.join("")).toBe("aaaaabbbb");
+      expect(one.inputDigest).toBe(sha256(a));
+      expect(two.inputDigest).toBe(sha256(b));
+      expect(Buffer.from(gunzipSync(await Bun.file(`${second}.gz`).bytes())).equals(Buffer.from(b))).toBe(true);
+    } finally {
+      pool.close();
+    }
   });
+});
+
+describe("blocks that finish out of order", () => {
+  for (const algorithm of ["gzip", "zstd"] as const) {
+    test(`${algorithm}: are written in input order, and progress is reported in order`, async () => {
+      const BLOCK = 64 * 1024;
+      const pool = new HeldPool(4); // eight slots: all six blocks are compressed at once
+      try {
+        const input = mixedBytes(6 * BLOCK, 41);
+        const source = await writeInput(input);
+        const dest = `${source}.${algorithm}`;
+        const progress: number[] = [];
+        const done = compressRange(source, { offset: 0, size: input.length }, dest, {
+          algorithm,
+          level: 1,
+          blockSize: BLOCK,
+          pool,
+          onProgress: (n) => progress.push(n),
+        });
+        await pool.until(() => pool.held.length === 6, "all six blocks to be compressing");
+        // The last block finishes first, the first last.
+        for (let i = 5; i >= 0; i--) pool.finish(i);
+        const result = await done;
+        const written = await Bun.file(dest).bytes();
+        expect(result).toEqual({ inputDigest: sha256(input), digest: sha256(written), size: written.length });
+        expect(Buffer.from(decompress(algorithm, written)).equals(Buffer.from(input))).toBe(true);
+        if (algorithm === "gzip") expectOneGzipMember(written, input);
+        expect(progress).toEqual([1, 2, 3, 4, 5, 6].map((n) => n * BLOCK));
+      } finally {
+        pool.close();
+      }
+    });
+  }
 });
 
 describe("errors reject with a clear message and leave no file open", () => {
@@ -210,6 +354,75 @@ describe("errors reject with a clear message and leave no file open", () => {
     abort.abort(new Error("interrupted"));
     await expect(promise).rejects.toThrow("interrupted");
     expect(await openFiles()).not.toContain(dest);
+  });
+
+  test("an abort after the first block: no further block is read, and the compression rejects with the reason", async () => {
+    const BLOCK = 64 * 1024;
+    const pool = new HeldPool(1); // two slots
+    try {
+      const source = await writeInput(taggedInput("x", 6, BLOCK));
+      const dest = `${source}.gz`;
+      const abort = new AbortController();
+      const progress: number[] = [];
+      const promise = compressRange(source, { offset: 0, size: 6 * BLOCK }, dest, {
+        algorithm: "gzip",
+        level: 1,
+        blockSize: BLOCK,
+        pool,
+        signal: abort.signal,
+        onProgress: (n) => {
+          progress.push(n);
+          abort.abort(new Error("interrupted"));
+        },
+      });
+      promise.catch(() => undefined);
+      await pool.until(() => pool.held.length === 2 && pool.waiting === 1, "two blocks compressing, the third waiting");
+      pool.finish(); // the first block is written, and the run is aborted then
+      await pool.until(() => progress.length > 0, "the first block's output");
+      pool.finish(); // the block already on a worker is written (pending writes settle); nothing new starts
+      // Bun's expect(...).rejects waits for the promise whatever happens: a compression that reads on
+      // would hang the test, so the outcome is raced against the next block being handed to the pool.
+      const readOn = pool.until(() => pool.started.length > 2, "a block read after the abort").then(() => `a block was read after the abort`);
+      readOn.catch(() => undefined);
+      const outcome = await Promise.race([
+        promise.then(
+          () => "it completed",
+          (error: Error) => error.message,
+        ),
+        readOn,
+      ]);
+      expect(outcome).toBe("interrupted");
+      expect(progress).toEqual([BLOCK, 2 * BLOCK]);
+      expect(pool.started).toHaveLength(2);
+      expect(await openFiles()).not.toContain(dest);
+      expect(await openFiles()).not.toContain(source);
+    } finally {
+      pool.close();
+    }
+  });
+
+  test("a write failure mid-stream (ENOSPC from /dev/full) rejects naming the file, and stops reading the stream", async () => {
+    const BLOCK = 64 * 1024;
+    const total = 64 * BLOCK;
+    let pulled = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled >= total) return controller.close();
+        pulled += BLOCK;
+        controller.enqueue(textBytes(BLOCK, pulled));
+      },
+    });
+    const pool = new CompressPool(1);
+    try {
+      const promise = compressStream(stream, total, "/dev/full", { algorithm: "gzip", level: 1, blockSize: BLOCK, pool });
+      await expect(promise).rejects.toThrow(/^cannot write \/dev\/full: ENOSPC/);
+      expect(pulled).toBeLessThan(total);
+      // The stream was let go of: its owner can still cancel it.
+      await stream.cancel();
+      expect(await openFiles()).not.toContain("/dev/full");
+    } finally {
+      pool.close();
+    }
   });
 
   test("a bad level", async () => {

@@ -297,16 +297,27 @@ describe("tty mode", () => {
 
   test("a throttled update is flushed by the timer, and finish() leaves no timer running", async () => {
     const writes: string[] = [];
-    const progress = createProgress({ stream: { write: (chunk: string) => writes.push(chunk) }, mode: "tty", redrawIntervalMs: 10 });
+    let written: () => void = () => undefined;
+    const stream = {
+      write: (chunk: string) => {
+        writes.push(chunk);
+        written();
+      },
+    };
+    const progress = createProgress({ stream, mode: "tty", redrawIntervalMs: 10 });
     progress.update("layer 1/1", { phase: "uploading", total: 1_000_000 });
+    const flushed = new Promise<void>((resolve) => (written = resolve));
     progress.update("layer 1/1", { done: 123_000 });
     expect(writes).toHaveLength(1);
-    await Bun.sleep(50);
+    // The redraw timer's write, whenever it comes.
+    await flushed;
+    expect(writes).toHaveLength(2);
     expect(writes.at(-1)).toContain("123.0 kB/1.0 MB");
     progress.finish();
     const count = writes.length;
     progress.finish();
     progress.update("layer 1/1", { done: 200_000 });
+    // Nothing to wait for but time: five redraw intervals pass without a write.
     await Bun.sleep(50);
     expect(writes).toHaveLength(count);
   });

@@ -7,6 +7,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { type Emulator, type EmulatorOptions, startServerlessEmulator } from "../support/serverless-emulator.ts";
+import { digestOf } from "../support/fixtures.ts";
 
 const MiB = 1024 * 1024;
 const REPO = "team/sub/app";
@@ -34,10 +35,6 @@ async function emulatorWith(opts: EmulatorOptions): Promise<Emulator> {
 
 function randomBlob(size: number): Uint8Array {
   return new Uint8Array(randomBytes(size));
-}
-
-function digestOf(bytes: Uint8Array): string {
-  return `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
 }
 
 interface CallInit {

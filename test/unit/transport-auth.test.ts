@@ -3,26 +3,15 @@
  * no server can keep a request going round 401 -> new token -> 401, or redirect it forever.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { RegistryClient } from "../../src/registry/client.ts";
+import { basicHeader, messageOf, testClient } from "../support/scripted-registry.ts";
 import { closeAll, recordingServer } from "../support/transport-servers.ts";
 
 afterEach(closeAll);
 
 const credentials = { username: "me", password: "pw-secret" };
-const BASIC = `Basic ${btoa("me:pw-secret")}`;
+const BASIC = basicHeader(credentials);
 
-function client(host: string) {
-  return new RegistryClient({ host, insecure: true, repository: "r", credentials, retry: { retries: 1, baseMs: 1, maxMs: 2 } });
-}
-
-async function messageOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (error) {
-    return (error as Error).message;
-  }
-  throw new Error("it succeeded");
-}
+const client = (host: string) => testClient(host, { credentials, retries: 1 });
 
 /** Storage on another origin that asks for credentials its own way. */
 function foreignStorage(challenge: (host: string) => string) {
@@ -191,7 +180,7 @@ describe("token service answers", () => {
 
   test("a pull-only client asks for the scope it was given", async () => {
     const { tokens, registry } = tokenRegistry();
-    await new RegistryClient({ host: registry.host, insecure: true, repository: "src/app", scope: ["repository:src/app:pull"], credentials }).ping();
+    await testClient(registry.host, { repository: "src/app", scope: ["repository:src/app:pull"], credentials }).ping();
     expect(new URL(`http://x${tokens.seen[0]?.path}`).searchParams.getAll("scope")).toEqual(["repository:src/app:pull"]);
   });
 });

@@ -4,30 +4,14 @@
  * (BodySource), and big answers may be streamed by the caller under the idle watch.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { MANIFEST_BODY_LIMIT, NetworkError, RegistryClient, type BodySource } from "../../src/registry/client.ts";
+import { MANIFEST_BODY_LIMIT, NetworkError, type BodySource } from "../../src/registry/client.ts";
+import { messageOf, testClient, type TestClientOptions } from "../support/scripted-registry.ts";
 import { closeAll, endlessBodyServer, listenNet, recordingServer } from "../support/transport-servers.ts";
 
 afterEach(closeAll);
 
-function client(host: string, options: { idleTimeoutMs?: number; retries?: number; credentials?: { username: string; password: string } } = {}) {
-  return new RegistryClient({
-    host,
-    insecure: true,
-    repository: "r",
-    credentials: options.credentials,
-    idleTimeoutMs: options.idleTimeoutMs ?? 5000,
-    retry: { retries: options.retries ?? 0, baseMs: 1, maxMs: 2 },
-  });
-}
-
-async function messageOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (error) {
-    return (error as Error).message;
-  }
-  throw new Error("it succeeded");
-}
+/** One attempt and a 5 s idle bound unless a test says otherwise. */
+const client = (host: string, options: TestClientOptions = {}) => testClient(host, { retries: 0, idleTimeoutMs: 5000, ...options });
 
 const MiB = 1024 * 1024;
 

@@ -4,31 +4,14 @@
  * `verbose: true` ..."), with the attempts counted in correct English.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { RegistryClient } from "../../src/registry/client.ts";
 import type { Logger } from "../../src/log.ts";
+import { messageOf, testClient, type TestClientOptions } from "../support/scripted-registry.ts";
 import { closeAll, closedPort, resettingServer, selfSignedHttpsServer, silentServer } from "../support/transport-servers.ts";
 
 afterEach(closeAll);
 
-function client(host: string, options: { retries?: number; insecure?: boolean; idleTimeoutMs?: number; log?: Logger } = {}) {
-  return new RegistryClient({
-    host,
-    insecure: options.insecure ?? true,
-    repository: "r",
-    retry: { retries: options.retries ?? 1, baseMs: 1, maxMs: 2 },
-    idleTimeoutMs: options.idleTimeoutMs,
-    log: options.log,
-  });
-}
-
-async function messageOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (error) {
-    return (error as Error).message;
-  }
-  throw new Error("the request succeeded");
-}
+/** One retry unless a test says otherwise. */
+const client = (host: string, options: TestClientOptions = {}) => testClient(host, { retries: 1, ...options });
 
 describe("connection failures, in plain words naming the host", () => {
   test("refused: nothing listens on the port", async () => {
