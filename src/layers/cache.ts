@@ -8,6 +8,7 @@ import { digestHex } from "../model/digest.ts";
 import { SHA256_DIGEST } from "../model/descriptor.ts";
 import type { BlobIdentity } from "./blob-file.ts";
 import { Sealer } from "./seal.ts";
+import { isAlive } from "../pids.ts";
 
 /** A compressed blob in the cache, and whether this user's own runs vouch for what it is. */
 export interface CachedBlob extends BlobIdentity {
@@ -68,7 +69,7 @@ export class BlobCache {
       // temporary file (a cache folder shared between containers) goes only once it is a day old.
       const orphan =
         host === undefined || host === HOST
-          ? pid !== process.pid && !alive(pid)
+          ? pid !== process.pid && !isAlive(pid)
           : Date.now() - ((await lstat(join(this.dir, name)).catch(() => undefined))?.mtimeMs ?? Date.now()) > FOREIGN_TEMP_MS;
       if (orphan) await rm(join(this.dir, name), { recursive: true, force: true }).catch(() => undefined);
     }
@@ -207,14 +208,5 @@ export async function readSmallJson(path: string): Promise<Record<string, unknow
     return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }

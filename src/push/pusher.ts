@@ -25,6 +25,7 @@ import { formatPlatform, platformMatches } from "../model/platform.ts";
 import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/blob-upload.ts";
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
+import { peek, startsLikeJson } from "../streams.ts";
 import type { PushEvents } from "./events.ts";
 import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, variantOf, type LayerCompression, type Prepared } from "./prepare.ts";
 
@@ -632,25 +633,10 @@ export class Pusher {
 
   /** A stream entry arrives: compress (or copy) it into the cache and start its upload at once. */
   private async take(entry: StreamEntryInfo, stream: ReadableStream<Uint8Array>): Promise<Taken> {
-    const reader = stream.getReader();
-    const first = await reader.read();
-    const head = first.done ? new Uint8Array(0) : first.value;
-    const whole = new ReadableStream<Uint8Array>(
-      {
-        start(controller) {
-          if (head.length) controller.enqueue(head);
-        },
-        async pull(controller) {
-          const { done, value } = await reader.read();
-          if (done) controller.close();
-          else controller.enqueue(value);
-        },
-      },
-      { highWaterMark: 0 },
-    );
+    const { head, whole } = await peek(stream);
     const compression = sniffCompression(head);
     // A JSON document too big to keep in memory (a large SBOM attestation) is a blob to push as stored.
-    const json = firstNonSpace(head) === 0x7b || firstNonSpace(head) === 0x5b;
+    const json = startsLikeJson(head);
     // Which layer of the image it is becomes known only when the stream ends: name it by its entry.
     const hex = /[a-f0-9]{12,64}/.exec(entry.name)?.[0]?.slice(0, 12);
     const label = `layer ${hex ?? ++this.streamed}`;
@@ -920,11 +906,6 @@ const NOTES: Record<string, string | undefined> = {
   downloaded: "copied",
   mounted: "mounted",
 };
-
-function firstNonSpace(bytes: Uint8Array): number | undefined {
-  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) return byte;
-  return undefined;
-}
 
 /** A manifest without a mediaType field says what it is through its config's type. */
 function inferManifestType(node: ImageNode): string {

@@ -16,6 +16,7 @@ import { readArchive, type ArchiveImage } from "./archive-reader.ts";
 import { ArchiveError } from "./store.ts";
 import { StreamStore } from "./stream-store.ts";
 import { TarStore } from "./tar-store.ts";
+import { isAlive } from "../pids.ts";
 
 export interface Inspected {
   /** `sha256:<hex>`: the config digest (classic store, podman) or the manifest/index digest (containerd store). */
@@ -80,7 +81,7 @@ export async function inspectImage(engine: string, reference: string): Promise<I
 export async function removeStaleSaves(folder: string): Promise<void> {
   for (const name of await readdir(folder).catch(() => [] as string[])) {
     const pid = Number(/^\.[a-f0-9]{64}\.tar\.tmp-(\d+)$/.exec(name)?.[1]);
-    if (pid && pid !== process.pid && !alive(pid)) await rm(join(folder, name), { force: true, recursive: true }).catch(() => undefined);
+    if (pid && pid !== process.pid && !isAlive(pid)) await rm(join(folder, name), { force: true, recursive: true }).catch(() => undefined);
   }
 }
 
@@ -253,13 +254,4 @@ function firstLine(text: string): string {
       .find((l) => l.trim())
       ?.trim() ?? ""
   );
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

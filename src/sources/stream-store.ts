@@ -1,6 +1,7 @@
 import type { BlobBytes, StreamSink, Taken } from "../model/image.ts";
 import { sha256Digest } from "../model/digest.ts";
 import { sniffCompression, type Compression } from "../model/media-types.ts";
+import { peek, startsLikeJson } from "../streams.ts";
 import { ArchiveError, digestFromName, type ArchiveStore } from "./store.ts";
 import { clean, ENTRY_LIMIT, linkTarget, NAME_LIMIT } from "./tar-index.ts";
 import { walkTarStream, type StreamEntry } from "./tar-stream.ts";
@@ -55,47 +56,24 @@ export class StreamStore implements ArchiveStore {
       return;
     }
     if (entry.type !== "File" && entry.type !== "OldFile" && entry.type !== "ContiguousFile") return;
-    const reader = body.getReader();
-    // Enough of the start to tell a JSON document from a layer.
-    const first = await reader.read();
-    const head = first.done ? new Uint8Array(0) : first.value;
-    const json = firstNonSpace(head) === 0x7b || firstNonSpace(head) === 0x5b;
-    const small = entry.size < TINY || (json && entry.size <= SMALL_JSON);
+    // Enough of the start to tell a JSON document from a layer; `whole` gives every byte, that start first.
+    const { head, whole } = await peek(body);
+    const small = entry.size < TINY || (startsLikeJson(head) && entry.size <= SMALL_JSON);
     this.remember(entry, small ? entry.size : 0);
     if (small) {
       const bytes = new Uint8Array(entry.size);
-      let filled = Math.min(head.length, entry.size);
-      bytes.set(head.subarray(0, filled));
-      while (filled < entry.size) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        bytes.set(value.subarray(0, entry.size - filled), filled);
-        filled += value.length;
+      let filled = 0;
+      for await (const chunk of whole) {
+        bytes.set(chunk.subarray(0, entry.size - filled), filled);
+        filled += Math.min(chunk.length, entry.size - filled);
+        if (filled >= entry.size) break;
       }
-      reader.releaseLock();
       this.entries.set(entry.name, { type: "File", size: entry.size, small: bytes });
       return;
     }
-    // The sink reads the rest of the entry through a stream that starts with what was already read.
-    const rest = new ReadableStream<Uint8Array>(
-      {
-        start(controller) {
-          if (head.length) controller.enqueue(head);
-        },
-        async pull(controller) {
-          const { done, value } = await reader.read();
-          if (done) controller.close();
-          else controller.enqueue(value);
-        },
-        cancel(reason) {
-          return reader.cancel(reason);
-        },
-      },
-      { highWaterMark: 0 },
-    );
     const expectedDigest = digestFromName(entry.name);
     const info = { name: entry.name, size: entry.size, ...(expectedDigest ? { expectedDigest } : {}) };
-    const taken = await sink.take(info, rest);
+    const taken = await sink.take(info, whole);
     this.entries.set(entry.name, { type: "File", size: entry.size, taken });
   }
 
@@ -135,11 +113,6 @@ export class StreamStore implements ArchiveStore {
     const taken = memoryTaken(entry.small ?? new Uint8Array(0));
     return { bytes: { kind: "taken", taken }, size: entry.size, compression: taken.compression };
   }
-}
-
-function firstNonSpace(bytes: Uint8Array): number | undefined {
-  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) return byte;
-  return undefined;
 }
 
 /** Bytes that stayed in memory, as a Taken the pusher can compress like any other. */
