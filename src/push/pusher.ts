@@ -18,15 +18,17 @@ import { checkFacts, inspectLayer, VerificationError, type LayerFacts } from "..
 import type { Logger } from "../log.ts";
 import type { Descriptor, Platform } from "../model/descriptor.ts";
 import { sha256Digest, shortDigest } from "../model/digest.ts";
-import type { ArtifactNode, BlobBytes, ImageNode, IndexChild, IndexNode, Layer, ManifestNode, StreamEntryInfo, StreamSink, Taken } from "../model/image.ts";
-import { buildImageManifest, buildIndex, rawManifest, type BuiltManifest } from "../model/manifest.ts";
-import { formatOf, isIndexType, layerMediaType, sniffCompression, type Compression, type ManifestFormat } from "../model/media-types.ts";
-import { formatPlatform, platformMatches } from "../model/platform.ts";
+import type { ArtifactNode, BlobBytes, ImageNode, IndexNode, Layer, ManifestNode, StreamEntryInfo, StreamSink, Taken } from "../model/image.ts";
+import { rawManifest, type BuiltManifest } from "../model/manifest.ts";
+import { layerMediaType, sniffCompression, type ManifestFormat } from "../model/media-types.ts";
+import { formatPlatform } from "../model/platform.ts";
 import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/blob-upload.ts";
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
 import { peek, startsLikeJson } from "../streams.ts";
+import { artifactNames, choosePlatforms, collect } from "./choose.ts";
 import type { PushEvents } from "./events.ts";
+import { imageManifest, indexManifest, type PushedLayer } from "./manifests.ts";
 import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, variantOf, type LayerCompression, type Prepared } from "./prepare.ts";
 
 export interface PushOptions {
@@ -107,14 +109,8 @@ interface SinkTaken extends Taken {
   cancel: AbortController;
 }
 
-/** A layer uploaded and proven: what its manifest entry needs. */
-interface LayerDone {
-  digest: string;
-  size: number;
-  compression: Compression;
-  /** The source's own bytes; `source` is its descriptor in the source manifest, if any. */
-  asStored: boolean;
-  source?: Descriptor;
+/** A layer uploaded and proven, and its line in the summary. */
+interface LayerDone extends PushedLayer {
   result: BlobResult;
 }
 
@@ -172,7 +168,7 @@ export class Pusher {
 
   private async pushRoot(source: ManifestNode): Promise<PushResult> {
     const leftOut: string[] = [];
-    const root = this.choose(source, leftOut);
+    const root = this.chooseRoot(source, leftOut);
     for (const line of leftOut) this.options.log.warn(line);
     const images = collect(root);
     const multi = images.filter((n) => n.kind === "image").length > 1;
@@ -227,7 +223,7 @@ export class Pusher {
       if (known) return known;
       let result: { manifest: BuiltManifest; unchanged: boolean };
       if (node.kind === "image") {
-        result = this.imageManifest(node, configs.get(node)!, await layerDescriptors.get(node)!);
+        result = imageManifest(node, configs.get(node)!, await layerDescriptors.get(node)!, this.options.format);
         platforms.push({
           platform: formatPlatform(node.platform),
           digest: result.manifest.digest,
@@ -246,7 +242,7 @@ export class Pusher {
           const pushed = await manifestOf(child.node);
           children.push({ descriptor: child.descriptor, ...pushed });
         }
-        result = this.indexManifest(node, children);
+        result = indexManifest(node, children, this.options.format, this.rebuilt.has(node));
       }
       built.set(node, result);
       return result;
@@ -303,61 +299,11 @@ export class Pusher {
     return stopped;
   }
 
-  /**
-   * Applies --platform and drops what the source lacks. One platform chosen gives its plain manifest;
-   * several give an index of them; attestations go with the images they describe.
-   */
-  private choose(root: ManifestNode, leftOut: string[]): ManifestNode {
-    const wanted = this.options.platforms;
-    if (root.kind === "image") {
-      if (wanted.length > 0 && !wanted.some((p) => platformMatches(p, root.platform))) {
-        throw new PushError(`the image is ${formatPlatform(root.platform)}, not ${wanted.map(formatPlatform).join(" or ")}`);
-      }
-      return root;
-    }
-    if (root.kind === "artifact") return root;
-    const flat = flatten(root);
-    const available = flat.filter((c) => c.node?.kind === "image" || (c.node === undefined && !isAttestation(c.descriptor)));
-    const keep = new Set<IndexChild>();
-    for (const child of flat) {
-      if (!child.node) {
-        leftOut.push(`${describeChild(child.descriptor)} is left out: ${child.missing}`);
-        continue;
-      }
-      if (isAttestation(child.descriptor)) continue;
-      const platform = child.node.kind === "image" ? (child.node.platform ?? child.descriptor.platform) : child.descriptor.platform;
-      if (child.node.kind !== "image" || wanted.length === 0 || wanted.some((p) => platformMatches(p, platform))) keep.add(child);
-      else leftOut.push(`${describeChild(child.descriptor)} is left out: not a chosen --platform`);
-    }
-    // Attestations go with the image they describe (buildx names it in vnd.docker.reference.digest).
-    const keptDigests = new Set([...keep].map((c) => c.descriptor.digest));
-    for (const child of flat) {
-      const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
-      if (child.node && isAttestation(child.descriptor) && subject && keptDigests.has(subject)) keep.add(child);
-    }
-    const kept = flat.filter((c) => keep.has(c));
-    const images = kept.filter((c) => c.node?.kind === "image");
-    if (images.length === 0) {
-      const names = available.map((c) => describeChild(c.descriptor)).join(", ");
-      throw new PushError(
-        wanted.length > 0
-          ? `no platform of the image matches ${wanted.map(formatPlatform).join(", ")} (it has ${names || "none it can push"})`
-          : `the image index holds no platform that can be pushed (${names || "it lists none"})`,
-      );
-    }
-    if (wanted.length > 0 && images.length === 1) {
-      const only = images[0]!;
-      const image = only.node as ImageNode;
-      if (!image.platform && only.descriptor.platform) image.platform = only.descriptor.platform;
-      for (const other of kept)
-        if (other !== only) leftOut.push(`${describeChild(other.descriptor)} is left out: a single-platform push has no index to carry it`);
-      return image;
-    }
-    if (kept.length === root.children.length && kept.every((c, i) => c === root.children[i])) return root;
-    // A new index of what is kept, in the source's order.
-    const index: IndexNode = { kind: "index", raw: root.raw, document: root.document, children: kept };
-    this.rebuilt.add(index);
-    return index;
+  /** --platform and missing platforms applied; a new index is remembered as one to build anew. */
+  private chooseRoot(root: ManifestNode, leftOut: string[]): ManifestNode {
+    const chosen = choosePlatforms(root, this.options.platforms, leftOut);
+    if (chosen.kind === "index" && chosen !== root) this.rebuilt.add(chosen);
+    return chosen;
   }
 
   // --- layers ------------------------------------------------------------------------------------
@@ -804,52 +750,6 @@ export class Pusher {
 
   // --- manifests ---------------------------------------------------------------------------------
 
-  private imageManifest(node: ImageNode, config: Descriptor, layers: LayerDone[]): { manifest: BuiltManifest; unchanged: boolean } {
-    const sourceFormat = node.manifest ? formatOf(node.manifest.mediaType ?? inferManifestType(node)) : undefined;
-    const wanted = this.options.format;
-    if (node.raw && node.manifest && layers.every((l) => l.asStored) && (wanted === undefined || wanted === sourceFormat)) {
-      return { manifest: rawManifest(node.manifest.mediaType ?? inferManifestType(node), node.raw), unchanged: true };
-    }
-    const format = wanted ?? sourceFormat ?? "oci";
-    if (format === "docker" && layers.some((l) => l.compression === "zstd")) {
-      throw new PushError(`a Docker v2 manifest cannot describe zstd layers: use --format oci (the default) or --compression gzip`);
-    }
-    const manifest = buildImageManifest({
-      format,
-      config,
-      layers: layers.map((l) => {
-        const descriptor: Descriptor = { mediaType: layerMediaType(l.compression, format), digest: l.digest, size: l.size };
-        if (l.source?.annotations) descriptor.annotations = l.source.annotations;
-        if (l.asStored && l.source?.urls?.length) descriptor.urls = l.source.urls;
-        return descriptor;
-      }),
-      annotations: node.manifest?.annotations,
-      subject: node.manifest?.subject,
-    });
-    return { manifest, unchanged: false };
-  }
-
-  private indexManifest(
-    node: IndexNode,
-    children: { descriptor: Descriptor; manifest: BuiltManifest; unchanged: boolean }[],
-  ): { manifest: BuiltManifest; unchanged: boolean } {
-    const rebuilt = this.rebuilt.has(node);
-    const formatOk = this.options.format === undefined || formatOf(node.document.mediaType ?? "") === this.options.format;
-    if (!rebuilt && children.every((c) => c.unchanged) && formatOk) {
-      return { manifest: rawManifest(node.document.mediaType ?? "application/vnd.oci.image.index.v1+json", node.raw), unchanged: true };
-    }
-    const format = this.options.format ?? formatOf(node.document.mediaType ?? "");
-    const renamed = new Map(children.map((c) => [c.descriptor.digest, c.manifest.digest]));
-    const manifests = children.map((c) => {
-      const d: Descriptor = { ...c.descriptor, mediaType: c.manifest.mediaType, digest: c.manifest.digest, size: c.manifest.bytes.length };
-      // An attestation names the image it describes: follow that image's new digest.
-      const subject = d.annotations?.["vnd.docker.reference.digest"];
-      if (subject && renamed.has(subject)) d.annotations = { ...d.annotations, "vnd.docker.reference.digest": renamed.get(subject)! };
-      return d;
-    });
-    return { manifest: buildIndex({ format, manifests, annotations: node.document.annotations }), unchanged: false };
-  }
-
   // --- bookkeeping -------------------------------------------------------------------------------
 
   /** The blob's last line; a dry run says how the blob would travel, with the registry's real limits. */
@@ -906,68 +806,3 @@ const NOTES: Record<string, string | undefined> = {
   downloaded: "copied",
   mounted: "mounted",
 };
-
-/** A manifest without a mediaType field says what it is through its config's type. */
-function inferManifestType(node: ImageNode): string {
-  return node.manifest?.config.mediaType === "application/vnd.docker.container.image.v1+json"
-    ? "application/vnd.docker.distribution.manifest.v2+json"
-    : "application/vnd.oci.image.manifest.v1+json";
-}
-
-function isAttestation(d: Descriptor): boolean {
-  return d.annotations?.["vnd.docker.reference.type"] === "attestation-manifest";
-}
-
-function describeChild(d: Descriptor): string {
-  if (isAttestation(d)) return `the attestation ${shortDigest(d.digest)}`;
-  return d.platform ? formatPlatform(d.platform) : `manifest ${shortDigest(d.digest)}`;
-}
-
-/**
- * The children of an index, nested indexes opened (a containerd save's index.json -> index -> images).
- * Each manifest once: indexes that list the next one many times over would otherwise multiply into
- * millions of entries (width^depth) from a few kilobytes.
- */
-function flatten(index: IndexNode, seen = new Set<string>()): IndexChild[] {
-  const out: IndexChild[] = [];
-  for (const child of index.children) {
-    if (seen.has(child.descriptor.digest)) continue;
-    seen.add(child.descriptor.digest);
-    if (child.node?.kind === "index") out.push(...flatten(child.node, seen));
-    else out.push(child);
-  }
-  return out;
-}
-
-/**
- * Names for the artifacts under `root` that tell them apart in progress lines and the summary (which key
- * blobs by name): an attestation by the platform of the image it describes ("linux/arm64 attestation"),
- * else by its own digest.
- */
-function artifactNames(root: ManifestNode): Map<ManifestNode, string> {
-  const names = new Map<ManifestNode, string>();
-  if (root.kind !== "index") return names;
-  const children = flatten(root);
-  const taken = new Set<string>();
-  for (const child of children) {
-    if (child.node?.kind !== "artifact") continue;
-    const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
-    const image = subject ? children.find((c) => c.descriptor.digest === subject && c.node?.kind === "image") : undefined;
-    const platform = image ? ((image.node as ImageNode).platform ?? image.descriptor.platform) : undefined;
-    let name = platform ? `${formatPlatform(platform)} attestation` : `attestation ${shortDigest(child.descriptor.digest)}`;
-    if (taken.has(name)) name = `${name} ${shortDigest(child.descriptor.digest)}`;
-    taken.add(name);
-    names.set(child.node, name);
-  }
-  return names;
-}
-
-/** Every image and artifact under a node, each once. */
-function collect(node: ManifestNode, seen = new Set<ManifestNode>()): (ImageNode | ArtifactNode)[] {
-  if (seen.has(node)) return [];
-  seen.add(node);
-  if (node.kind !== "index") return [node];
-  return node.children.flatMap((c) => (c.node ? collect(c.node, seen) : []));
-}
-
-export { isIndexType };
