@@ -81,8 +81,12 @@ function hostOf(key: string): string {
 // A helper is a local program, but its output is still read with a bound.
 const HELPER_OUTPUT_LIMIT = 1024 * 1024;
 
+// A helper that waits on a locked keychain or a prompt nobody sees must not hold the push forever;
+// a minute leaves room for a person to unlock it.
+const HELPER_TIMEOUT_MS = 60_000;
+
 /** `docker-credential-<name> get` reads the server on stdin and answers `{"Username","Secret"}`. */
-export async function runCredentialHelper(name: string, server: string): Promise<Credentials | undefined> {
+export async function runCredentialHelper(name: string, server: string, timeoutMs = HELPER_TIMEOUT_MS): Promise<Credentials | undefined> {
   const program = `docker-credential-${name}`;
   const path = Bun.which(program, { PATH: process.env.PATH ?? "" });
   if (!path) throw new PushError(`the Docker config names the credential helper "${excerpt(name, 80)}", but ${excerpt(program, 100)} is not on PATH`);
@@ -96,7 +100,16 @@ export async function runCredentialHelper(name: string, server: string): Promise
     }
     return new TextDecoder().decode(bytes);
   };
-  const [stdout, stderr, code] = await Promise.all([read(child.stdout), read(child.stderr), child.exited]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new PushError(`${program} get did not answer for ${server} within ${timeoutMs / 1000} s; stopped it`));
+    }, timeoutMs);
+  });
+  const [stdout, stderr, code] = await Promise.race([Promise.all([read(child.stdout), read(child.stderr), child.exited]), timedOut]).finally(() =>
+    clearTimeout(timer),
+  );
   if (flooded) throw new PushError(`${program} get wrote more than 1 MiB for ${server}; stopped reading it`);
   if (code !== 0) {
     if (/not found/i.test(stdout + stderr)) return undefined;

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Credentials } from "../../src/registry/auth.ts";
-import { dockerConfigCredentials, dockerConfigPath } from "../../src/registry/docker-config.ts";
+import { dockerConfigCredentials, dockerConfigPath, runCredentialHelper } from "../../src/registry/docker-config.ts";
 
 let dir: string;
 beforeAll(async () => {
@@ -80,6 +80,20 @@ describe("dockerConfigCredentials", () => {
     process.env.PATH = `${bin}:${path}`;
     try {
       await expect(dockerConfigCredentials("reg.io", env)).rejects.toThrow(new Error("docker-credential-rude get failed for reg.io: locked  out"));
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
+  test("a helper that never answers is stopped after its time and named, not waited on forever", async () => {
+    const bin = await mkdtemp(join(dir, "bin-"));
+    await writeFile(join(bin, "docker-credential-stuck"), "#!/bin/sh\nexec sleep 1000\n", { mode: 0o755 });
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      await expect(runCredentialHelper("stuck", "reg.io", 300)).rejects.toThrow(
+        new Error("docker-credential-stuck get did not answer for reg.io within 0.3 s; stopped it"),
+      );
     } finally {
       process.env.PATH = path;
     }
