@@ -368,6 +368,11 @@ class BlobUpload {
         this.bytesSent += sent;
         reason = this.recoverable(error);
       }
+      // The registry may have stored the blob and only its answer was lost: one HEAD saves sending it again.
+      if (await this.exists(digest)) {
+        this.committedAlready = true;
+        return;
+      }
       await this.pause(what, reason, wait, "in a new session");
       await this.abandon(undefined);
       await this.open();

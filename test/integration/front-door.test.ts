@@ -122,8 +122,11 @@ describe("failures a script can read", () => {
   });
 
   test("a lost answer to the final chunked PUT costs one HEAD, not retried PUTs", async () => {
-    // The proxy lets serverless-registry complete the upload, then answers 500 instead of its 201.
-    const proxy = await startFaultProxy(emulator.url, [{ method: "PUT", pathIncludes: "digest=", nth: 1, fault: { kind: "lost-answer", status: 500 } }]);
+    // The proxy lets serverless-registry complete the upload, then answers 500 instead of its 201. The
+    // empty PUT is the one that commits chunks, whichever blob happens to be uploaded first.
+    const proxy = await startFaultProxy(emulator.url, [
+      { method: "PUT", pathIncludes: "digest=", emptyBody: true, nth: 1, fault: { kind: "lost-answer", status: 500 } },
+    ]);
     try {
       const result = await runCli(["--archive", image.path, "--concurrency", "1", `${proxy.host}/front/lost:1`], { ...toEmulator(), cwd: work });
       expect(result.code).toBe(0);
@@ -137,6 +140,29 @@ describe("failures a script can read", () => {
       // Exactly one HEAD of that blob, and no PUT of it again.
       expect(after.map((r) => r.method)).toEqual(["HEAD"]);
       expect(emulator.violations).toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+  }, 60_000);
+
+  test("a lost answer to a one-request PUT costs one HEAD, not the blob sent again", async () => {
+    // A PUT with a body is a whole blob in one request: the small layer or the config.
+    const proxy = await startFaultProxy(registry.url, [
+      { method: "PUT", pathIncludes: "digest=", emptyBody: false, nth: 1, fault: { kind: "lost-answer", status: 500 } },
+    ]);
+    try {
+      const result = await runCli(["--archive", image.path, "--concurrency", "1", "--chunk-size", "6MiB", `${proxy.host}/front/lost-one:1`], {
+        ...toRegistry(),
+        cwd: work,
+      });
+      expect(result.code).toBe(0);
+      const lost = proxy.requests.findIndex((r) => r.fault === "lost-answer");
+      expect(lost).toBeGreaterThanOrEqual(0);
+      expect(proxy.requests[lost]!.upstreamStatus).toBe(201);
+      expect(Number(proxy.requests[lost]!.headers["content-length"])).toBeGreaterThan(0);
+      const digest = new URLSearchParams(proxy.requests[lost]!.query).get("digest");
+      const after = proxy.requests.slice(lost + 1).filter((r) => r.path.endsWith(`/blobs/${digest}`) || r.query.includes(`digest=${digest}`));
+      expect(after.map((r) => r.method)).toEqual(["HEAD"]);
     } finally {
       await proxy.stop();
     }

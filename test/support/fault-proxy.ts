@@ -56,6 +56,8 @@ export interface FaultRule {
   method?: string;
   /** Substring of the request target (path plus `?query`); any target when omitted. */
   pathIncludes?: string;
+  /** true: only requests with `Content-Length: 0` (a PUT that commits uploaded parts); false: only others. */
+  emptyBody?: boolean;
   /**
    * 1-based position among the requests matching method+pathIncludes, counted from when the rule was
    * added. Every rule counts every request it matches, even one that another rule faulted.
@@ -153,12 +155,13 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
   };
 
   /** The first rule whose window the request falls in; every matching rule counts it. */
-  function pickFault(method: string, target: string): Fault | undefined {
+  function pickFault(method: string, target: string, contentLength: string | undefined): Fault | undefined {
     let chosen: Fault | undefined;
     for (const entry of active) {
       const { rule } = entry;
       if (rule.method !== undefined && rule.method.toUpperCase() !== method) continue;
       if (rule.pathIncludes !== undefined && !target.includes(rule.pathIncludes)) continue;
+      if (rule.emptyBody !== undefined && rule.emptyBody !== (contentLength === "0")) continue;
       entry.seen++;
       const times = rule.times ?? 1;
       if (chosen === undefined && entry.seen >= rule.nth && entry.seen < rule.nth + times) chosen = rule.fault;
@@ -237,7 +240,7 @@ export async function startFaultProxy(upstream: string, rules: FaultRule[] = [])
     });
     res.on("finish", () => finish(entry.status));
 
-    const fault = pickFault(method, target);
+    const fault = pickFault(method, target, req.headers["content-length"]);
     if (fault !== undefined) {
       entry.faulted = true;
       entry.fault = fault.kind;
