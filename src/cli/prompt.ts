@@ -3,9 +3,10 @@ import { Interrupted } from "../errors.ts";
 /** Asks on the terminal without echoing what is typed (the password prompt). */
 export function promptHidden(question: string): Promise<string> {
   const { stdin, stderr } = process;
-  stderr.write(question);
+  // Echo goes off before the question shows: what is typed as soon as it appears stays hidden.
   stdin.setRawMode(true);
   stdin.resume();
+  stderr.write(question);
   return new Promise((resolve, reject) => {
     let typed = "";
     const finish = (settle: () => void) => {

@@ -7,6 +7,7 @@
  */
 import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { readSmallJson } from "./cache.ts";
 
 export interface PruneOptions {
   /** Remove blobs not used for this long. */
@@ -80,10 +81,9 @@ export async function pruneCache(dir: string, options: PruneOptions): Promise<Pr
       report.removedOther++;
     }
     if (POINTER.test(name)) {
-      const text = await Bun.file(join(dir, name))
-        .text()
-        .catch(() => "");
-      const digest = /"digest"\s*:\s*"sha256:([a-f0-9]{64})"/.exec(text)?.[1];
+      // Read like any cache file: a link, a FIFO or a huge file is junk, not something to read to its end.
+      const pointer = await readSmallJson(join(dir, name));
+      const digest = typeof pointer?.digest === "string" ? /^sha256:([a-f0-9]{64})$/.exec(pointer.digest)?.[1] : undefined;
       if (digest === undefined || !kept.has(digest)) {
         await remove(join(dir, name));
         report.removedOther++;

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Digest } from "../model/digest.ts";
-import { SHA256_DIGEST } from "../model/descriptor.ts";
+import { parseConfig, SHA256_DIGEST } from "../model/descriptor.ts";
 import type { BlobCache } from "./cache.ts";
 import type { Sealer } from "./seal.ts";
 
@@ -101,6 +101,8 @@ export class Records {
     if (sha256Digest(config) !== value.configDigest) return undefined;
     const layers = Array.isArray(value.layers) ? value.layers.filter(isRecordLayer) : [];
     if (!Array.isArray(value.layers) || layers.length !== value.layers.length) return undefined;
+    // The layers must be the ones the config describes, whatever vouches for the record.
+    if (layers.map((l) => l.diffId).join() !== describedLayers(config)) return undefined;
     const vouched = value.configDigest === id || this.sealer.check(value.seal, "image", id, value.configDigest, JSON.stringify(layers));
     if (!vouched) return undefined;
     return {
@@ -188,4 +190,13 @@ function hashName(text: string): string {
 
 function uploadName(record: { registry: string; repository: string; key: string }): string {
   return `${hashName(`${record.registry}\n${record.repository}\n${record.key}`)}.json`;
+}
+
+/** The config's diff_ids joined, or undefined when it is not a config. */
+function describedLayers(config: Uint8Array): string | undefined {
+  try {
+    return parseConfig(config, "the recorded config").rootfs.diff_ids.join();
+  } catch {
+    return undefined;
+  }
 }

@@ -104,6 +104,7 @@ class BlobUpload {
   private highWater = 0;
   private faults = 0;
   private restarts = 0;
+  private rewinds = 0;
   private resumedAt?: number;
   private chunkCount = 1;
 
@@ -514,9 +515,22 @@ class BlobUpload {
     if (offset > this.file.available && !this.file.identity) await this.file.waitFor(offset, this.client.signal);
     const size = this.file.identity?.size;
     if (size !== undefined && offset > size) return this.restart(`the registry holds ${offset} bytes of a ${size}-byte blob`);
+    if (offset < this.highWater) this.rewound(offset);
     this.progressed(offset);
     if (chunkSize === undefined || offset % chunkSize === 0 || (this.limits.min === undefined && this.limits.max === undefined)) return offset;
     return this.restart(`the registry holds ${offset} bytes, not a whole number of chunks`);
+  }
+
+  /**
+   * A registry that loses bytes it had confirmed could trade one new chunk for a re-send of all those
+   * before it, again and again, while each new high mark resets the fault count: rewinds never reset.
+   */
+  private rewound(offset: number): void {
+    if (++this.rewinds > this.client.retries) {
+      throw new PushError(
+        `${this.label}: the registry lost bytes it had confirmed (back to byte ${offset} after byte ${this.highWater}), ${this.rewinds} times: giving up`,
+      );
+    }
   }
 
   /** Counts progress: only bytes past the most ever confirmed let the fault count start over. */
@@ -564,7 +578,8 @@ class BlobUpload {
           body: "",
           what,
           retry: false,
-          idleTimeoutMs: Math.max(60_000, (size / 1024 ** 3) * ASSEMBLY_MS_PER_GIB),
+          // Never less than --timeout, nor than the time the registry may need to assemble the parts.
+          idleTimeoutMs: Math.max(this.client.idleTimeoutMs, 60_000, (size / 1024 ** 3) * ASSEMBLY_MS_PER_GIB),
         });
         if (put.status === 201) return this.committed(put, what, digest);
         if (!isTransientStatus(put.status)) {

@@ -243,7 +243,8 @@ export class RegistryClient {
     };
   }
 
-  private get idleTimeoutMs(): number {
+  /** How long a request may move no byte before it is abandoned (`--timeout`). */
+  get idleTimeoutMs(): number {
     return this.options.idleTimeoutMs ?? 60_000;
   }
 

@@ -94,6 +94,31 @@ describe("blob upload protocol", () => {
     expect(log.lines.some((l) => l.includes("the registry reports it holds bytes 0-54, expected 0-79"))).toBe(true);
   });
 
+  test("the PUT that completes a chunked upload waits at least --timeout for its answer", async () => {
+    // Assembling the parts may take the registry a while, so that PUT gets at least 60 s; a longer
+    // --timeout still applies to it.
+    const data = new Uint8Array(100).map((_, i) => i);
+    let stored = new Uint8Array(0);
+    const range = () => `0-${Math.max(stored.length - 1, 0)}`;
+    const registry = scriptedRegistry({
+      patch: (_request, _url, sent) => {
+        stored = new Uint8Array([...stored, ...sent]);
+        return new Response(null, { status: 202, headers: { Location: "/u/1", Range: range() } });
+      },
+      put: () => new Response(null, { status: 201 }),
+    });
+    const waits: Array<number | undefined> = [];
+    const c = testClient(registry.host, { idleTimeoutMs: 90_000 });
+    const send = c.send.bind(c);
+    c.send = (method, target, options) => {
+      if (method === "PUT") waits.push(options?.idleTimeoutMs);
+      return send(method, target, options);
+    };
+    const outcome = await pushBlob(c, "r", blobOf(data), { label: "blob", chunkCap: 40, log: recordingLog() });
+    expect(outcome.status).toBe("pushed");
+    expect(waits).toEqual([90_000]);
+  });
+
   test("a blob over 5 GiB warns before upload when the registry advertises chunk limits", async () => {
     const registry = scriptedRegistry({
       post: () => new Response(null, { status: 202, headers: { Location: "/u/1", "OCI-Chunk-Max-Length": "100000000", "OCI-Chunk-Min-Length": "5242880" } }),
@@ -114,6 +139,48 @@ describe("blob upload protocol", () => {
     await expect(pushBlob(client(registry.host, false), "r", blobOf(bytes), { label: "layer 1/1", log: recordingLog() })).rejects.toThrow(
       "layer 1/1: opening an upload session: the registry requires authentication (HTTP 401 UNAUTHORIZED: authentication required): set USERNAME_REGISTRY=<user> and pipe the password on stdin",
     );
+  });
+
+  test("a registry that loses confirmed bytes after each new chunk is given up on after --retries rewinds", async () => {
+    // Each cycle confirms one chunk more than ever before (which resets the fault count), then fails the
+    // next PATCH and reports nothing stored: unbounded, the blob would go out about K²/2 chunks' worth.
+    const CHUNK = 100;
+    const data = new Uint8Array(CHUNK * 20).map((_, i) => i & 255);
+    let stored = 0;
+    let best = 0;
+    let failNext = false;
+    let patches = 0;
+    const state = () => ({
+      Location: "/v2/r/blobs/uploads/1",
+      Range: `0-${stored - 1}`,
+      "OCI-Chunk-Min-Length": String(CHUNK),
+      "OCI-Chunk-Max-Length": String(CHUNK),
+    });
+    const registry = scriptedRegistry({
+      post: () => new Response(null, { status: 202, headers: state() }),
+      get: (_request, url) => (url.pathname === "/v2/" ? new Response("{}") : new Response(null, { status: 204, headers: state() })),
+      patch: (_request, _url, body) => {
+        patches++;
+        if (failNext) {
+          failNext = false;
+          stored = 0;
+          return new Response(null, { status: 503 });
+        }
+        stored += body.byteLength;
+        if (stored > best) {
+          best = stored;
+          failNext = true;
+        }
+        return new Response(null, { status: 202, headers: state() });
+      },
+      put: () => new Response(null, { status: 201 }),
+    });
+    const log = recordingLog();
+    const c = testClient(registry.host, { retries: 2, log });
+    await expect(pushBlob(c, "r", blobOf(data), { label: "layer 1/1", log })).rejects.toThrow(
+      new Error("layer 1/1: the registry lost bytes it had confirmed (back to byte 0 after byte 300), 3 times: giving up"),
+    );
+    expect(patches).toBe(9);
   });
 
   test("transient answers are retried with the server's Retry-After, then the push goes on", async () => {

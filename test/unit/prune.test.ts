@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pruneCache } from "../../src/layers/prune.ts";
@@ -52,6 +53,24 @@ describe("pruneCache", () => {
     expect(report.removedBlobs).toBe(1);
     expect((await readdir(dir)).sort()).toEqual([hex("a"), `${hex("a")}-verified`, `${"f".repeat(63)}a-gzip-2-ptr`, "images", "notes.txt"].sort());
   });
+
+  test("a FIFO or a link named like a pointer is removed as junk, not read", async () => {
+    await blob(hex("b"), 100, 1);
+    const fifo = join(dir, `${"e".repeat(64)}-gzip-2-ptr`);
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    // A link to a pointer that would keep the blob: the cache never writes links, so it is not followed.
+    const outside = join(dir, "..", `${dir.split("/").pop()}-outside.json`);
+    await writeFile(outside, JSON.stringify({ digest: `sha256:${hex("b")}`, size: 100 }));
+    const link = join(dir, `${"d".repeat(64)}-gzip-2-ptr`);
+    await symlink(outside, link);
+    try {
+      const report = await pruneCache(dir, { maxAgeMs: 30 * DAY, now: NOW });
+      expect(report).toEqual({ removedBlobs: 0, removedBytes: 0, keptBlobs: 1, keptBytes: 100, removedOther: 2 });
+      expect((await readdir(dir)).sort()).toEqual([hex("b"), `${hex("b")}-verified`, `${"f".repeat(63)}b-gzip-2-ptr`].sort());
+    } finally {
+      await rm(outside, { force: true });
+    }
+  }, 10_000);
 
   test("upload sessions older than a week go; newer ones stay", async () => {
     await mkdir(join(dir, "uploads"));
