@@ -1,23 +1,35 @@
 /** Small stream helpers the sources and the pusher share. */
 
 /**
- * Reads the first chunk of `stream` (enough to sniff what the bytes are) and gives back a stream of
- * all of it, that chunk first, so nothing is read twice or held beyond one chunk.
+ * Reads the start of `stream` (at least `min` bytes, or all of it when shorter: enough to sniff what the
+ * bytes are, however the source happened to cut its chunks) and gives back a stream of all of it, that
+ * start first, so nothing is read twice or held beyond what the start needed.
  */
-export async function peek(stream: ReadableStream<Uint8Array>): Promise<{ head: Uint8Array; whole: ReadableStream<Uint8Array> }> {
+export async function peek(stream: ReadableStream<Uint8Array>, min = 512): Promise<{ head: Uint8Array; whole: ReadableStream<Uint8Array> }> {
   const reader = stream.getReader();
-  const first = await reader.read();
-  const head = first.done ? new Uint8Array(0) : first.value;
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  let done = false;
+  while (length < min) {
+    const next = await reader.read();
+    if (next.done) {
+      done = true;
+      break;
+    }
+    parts.push(next.value);
+    length += next.value.length;
+  }
+  const head = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   const whole = new ReadableStream<Uint8Array>(
     {
       start(controller) {
         if (head.length) controller.enqueue(head);
-        if (first.done) controller.close();
+        if (done) controller.close();
       },
       async pull(controller) {
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
+        const next = await reader.read();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
       },
       cancel(reason) {
         return reader.cancel(reason);
