@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Digest } from "../model/digest.ts";
-import { parseConfig, SHA256_DIGEST } from "../model/descriptor.ts";
+import { parseConfig, parseManifest, SHA256_DIGEST } from "../model/descriptor.ts";
 import type { BlobCache } from "./cache.ts";
 import type { Sealer } from "./seal.ts";
 
@@ -29,6 +29,8 @@ export interface ImageRecord {
   configDigest: string;
   configMediaType: string;
   layers: ImageRecordLayer[];
+  /** The source's own manifest bytes (a containerd-store save): pushed again unchanged, so the digest stays. */
+  manifest?: Uint8Array;
 }
 
 export interface UploadRecord {
@@ -86,7 +88,8 @@ export class Records {
       configDigest: record.configDigest,
       configMediaType: record.configMediaType,
       layers: record.layers,
-      seal: this.sealer.mark("image", record.id, record.configDigest, JSON.stringify(record.layers)),
+      ...(record.manifest ? { manifest: Buffer.from(record.manifest).toString("base64") } : {}),
+      seal: this.sealer.mark(...imageSealFields(record.id, record.configDigest, record.layers, record.manifest)),
     }).catch(() => undefined);
   }
 
@@ -103,14 +106,21 @@ export class Records {
     if (!Array.isArray(value.layers) || layers.length !== value.layers.length) return undefined;
     // The layers must be the ones the config describes, whatever vouches for the record.
     if (layers.map((l) => l.diffId).join() !== describedLayers(config)) return undefined;
-    const vouched = value.configDigest === id || this.sealer.check(value.seal, "image", id, value.configDigest, JSON.stringify(layers));
+    if (value.manifest !== undefined && typeof value.manifest !== "string") return undefined;
+    const manifest = typeof value.manifest === "string" ? new Uint8Array(Buffer.from(value.manifest, "base64")) : undefined;
+    // The image id is the config's digest in Docker's classic store and podman, the manifest's in the
+    // containerd store: either proves the record's bytes; otherwise only this user's seal does.
+    const proven = manifest ? sha256Digest(manifest) === id : value.configDigest === id;
+    const vouched = proven || this.sealer.check(value.seal, ...imageSealFields(id, value.configDigest, layers, manifest));
     if (!vouched) return undefined;
+    if (manifest && !describesRecord(manifest, value.configDigest, layers)) return undefined;
     return {
       id,
       config,
       configDigest: value.configDigest,
       configMediaType: typeof value.configMediaType === "string" ? value.configMediaType : "application/vnd.oci.image.config.v1+json",
       layers,
+      ...(manifest ? { manifest } : {}),
     };
   }
 
@@ -198,5 +208,25 @@ function describedLayers(config: Uint8Array): string | undefined {
     return parseConfig(config, "the recorded config").rootfs.diff_ids.join();
   } catch {
     return undefined;
+  }
+}
+
+/** What an image record's seal covers; a record without manifest bytes keeps the fields it always had. */
+function imageSealFields(id: string, configDigest: string, layers: ImageRecordLayer[], manifest: Uint8Array | undefined): string[] {
+  const fields = ["image", id, configDigest, JSON.stringify(layers)];
+  return manifest ? [...fields, sha256Digest(manifest)] : fields;
+}
+
+/** Whether manifest bytes name exactly the record's config and stored layers, in order. */
+function describesRecord(bytes: Uint8Array, configDigest: string, layers: ImageRecordLayer[]): boolean {
+  try {
+    const manifest = parseManifest(bytes, "the recorded manifest");
+    return (
+      manifest.config.digest === configDigest &&
+      manifest.layers.length === layers.length &&
+      manifest.layers.every((d, i) => d.digest === layers[i]?.stored?.digest && d.size === layers[i]?.stored?.size)
+    );
+  } catch {
+    return false;
   }
 }

@@ -11,7 +11,7 @@ import { basename, join } from "node:path";
 import { PushError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ImageNode, Layer, StreamSink } from "../model/image.ts";
-import { parseConfig } from "../model/descriptor.ts";
+import { parseConfig, parseManifest } from "../model/descriptor.ts";
 import { readArchive, type ArchiveImage } from "./archive-reader.ts";
 import { ArchiveError } from "./store.ts";
 import { StreamStore } from "./stream-store.ts";
@@ -199,15 +199,24 @@ export function imageFromRecord(record: {
   configDigest: string;
   configMediaType: string;
   layers: { diffId: string; stored?: { digest: string; size: number; mediaType: string } }[];
+  manifest?: Uint8Array;
 }): ImageNode {
   const config = parseConfig(record.config, "the recorded config");
-  const layers: Layer[] = record.layers.map((layer) => ({
+  // The source's own manifest (the records check it names these very blobs) keeps its bytes and its
+  // layers' annotations, so the push gives the digest the engine shows.
+  const manifest = record.manifest ? parseManifest(record.manifest, "the recorded manifest") : undefined;
+  const layers: Layer[] = record.layers.map((layer, i) => ({
     diffId: layer.diffId,
     compression: layer.stored ? (layer.stored.mediaType.endsWith("zstd") ? "zstd" : "gzip") : "none",
-    ...(layer.stored ? { descriptor: { mediaType: layer.stored.mediaType, digest: layer.stored.digest, size: layer.stored.size } } : {}),
+    ...(layer.stored ? { descriptor: manifest?.layers[i] ?? { mediaType: layer.stored.mediaType, digest: layer.stored.digest, size: layer.stored.size } } : {}),
     bytes: { kind: "unavailable", reason: "the image was not saved this run (its layers are in the cache)" },
   }));
-  const node: ImageNode = { kind: "image", config: { bytes: record.config, digest: record.configDigest, mediaType: record.configMediaType }, layers };
+  const node: ImageNode = {
+    kind: "image",
+    ...(record.manifest && manifest ? { raw: record.manifest, manifest } : {}),
+    config: { bytes: record.config, digest: record.configDigest, mediaType: record.configMediaType },
+    layers,
+  };
   if (config.os && config.architecture)
     node.platform = { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
   return node;

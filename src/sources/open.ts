@@ -137,6 +137,8 @@ async function openDaemon(spec: Extract<SourceSpec, { kind: "daemon" }>, ctx: Op
           ? { diffId: l.diffId }
           : { diffId: l.diffId, stored: { digest: l.descriptor.digest, size: l.descriptor.size, mediaType: l.descriptor.mediaType } },
       ),
+      // Kept when the manifest can be pushed again as it is: every layer stored compressed, as it names it.
+      ...(root.raw && root.layers.every((l) => l.compression !== "none" && l.descriptor) ? { manifest: root.raw } : {}),
     });
   }
   return { ...image, description: image.via === "archive" ? `archive ${image.archive}` : `${spec.engine} save of ${spec.reference}` };

@@ -21,6 +21,7 @@ import {
   sha256Hex,
   type WrittenArchive,
   writeClassicDockerArchive,
+  writeOciArchive,
 } from "../support/fixtures.ts";
 import {
   type CachePointer,
@@ -323,5 +324,37 @@ describe("the daemon source: a push folder that lies", () => {
     } finally {
       await registry.stop();
     }
+  }, 60_000);
+});
+
+describe("the daemon source: the cache's record of an image", () => {
+  test("an image whose id is its manifest's digest (containerd store) is pushed again from the record with that same manifest", async () => {
+    const base = join(dir, `record-${++counter}`);
+    const folder = join(base, "push");
+    const engineHome = join(base, "home");
+    await mkdir(folder, { recursive: true });
+    await mkdir(engineHome);
+    const layers = [makeLayerTar({ "etc/one.txt": "one\n" }), makeLayerTar({ "etc/two.txt": deterministicBytes(64 * 1024, 3) })];
+    const saved = await writeOciArchive(join(base, "saved.tar"), { layers, config: makeConfig(layers.map((l) => digestOf(l))), repoTag: "hostile/cached:1" });
+    const manifestDigest = saved.manifestDigest ?? "";
+    const engine = await writeFakeEngine(base, { id: manifestDigest.slice(7), saveFrom: saved.path });
+    const env = { INSECURE_HTTP_PUSH: "true" };
+    for (const run of [1, 2]) {
+      const registry = await startHostileRegistry();
+      try {
+        const result = await runHostileCli(["--engine", engine.path, `${registry.host}/${REPO}:1`], { env, home: engineHome, cwd: folder });
+        if (result.code !== 0) console.error(result.stderr);
+        expect(result.code).toBe(0);
+        // The second run has every layer in the cache: no save, and still the source's own manifest.
+        expect(result.stderr.includes("no save needed")).toBe(run === 2);
+        expect(result.stdout).toBe(`${registry.host}/${REPO}:1@${manifestDigest}\n`);
+        const pulled = await pullAndVerify({ ref: `${registry.host}/${REPO}:1`, tlsVerify: false });
+        expect(pulled.manifestDigest).toBe(manifestDigest);
+        expect(pulled.diffIds).toEqual(saved.diffIds);
+      } finally {
+        await registry.stop();
+      }
+    }
+    expect((await engine.calls()).filter((c) => c.startsWith("save "))).toHaveLength(1);
   }, 60_000);
 });

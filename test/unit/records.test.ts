@@ -66,4 +66,37 @@ describe("image records", () => {
     await records.saveImage(record);
     expect(await records.image(record.id)).toBeUndefined();
   });
+
+  test("a record with the source's manifest: proven by the id, refused when edited or naming other blobs", async () => {
+    const records = await open();
+    const base = classicRecord([A]);
+    const stored = { digest: B, size: 10, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" };
+    const manifestOf = (layer: { digest: string; size: number }) =>
+      new TextEncoder().encode(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: base.configDigest, size: base.config.length },
+          layers: [{ mediaType: stored.mediaType, ...layer }],
+        }),
+      );
+    const manifest = manifestOf(stored);
+    // The containerd store's image id is the manifest's digest.
+    const record: ImageRecord = { ...base, id: sha256Digest(manifest), layers: [{ diffId: A, stored }], manifest };
+    await records.saveImage(record);
+    expect((await records.image(record.id))?.manifest).toEqual(manifest);
+    const path = join(dir, ".cache", "images", `${record.id.slice(7)}.json`);
+    const value = JSON.parse(await readFile(path, "utf8"));
+    // Other manifest bytes under the same id: not what the id proves, and no seal vouches for them.
+    // (valid, naming the same blobs, only a space more: its digest is no longer the id)
+    const edited = new Uint8Array([0x20, ...manifest]);
+    await writeFile(path, JSON.stringify({ ...value, manifest: Buffer.from(edited).toString("base64") }));
+    expect(await records.image(record.id)).toBeUndefined();
+    // A sealed record whose manifest names another blob than the record's layer.
+    const sealer = Sealer.withKey(Buffer.alloc(32, 9));
+    const sealed = await open(sealer);
+    const other = manifestOf({ digest: A, size: 10 });
+    await sealed.saveImage({ ...record, manifest: other });
+    expect(await sealed.image(record.id)).toBeUndefined();
+  });
 });
