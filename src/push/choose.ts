@@ -30,15 +30,23 @@ export function choosePlatforms(root: ManifestNode, wanted: Platform[], leftOut:
       continue;
     }
     if (isAttestation(child.descriptor)) continue;
-    const platform = child.node.kind === "image" ? (child.node.platform ?? child.descriptor.platform) : child.descriptor.platform;
+    // The index entry's platform first: one manifest may be listed for two platforms (arm/v6 and arm/v7).
+    const platform = child.descriptor.platform ?? (child.node.kind === "image" ? child.node.platform : undefined);
     if (child.node.kind !== "image" || wanted.length === 0 || wanted.some((p) => platformMatches(p, platform))) keep.add(child);
     else leftOut.push(`${describeChild(child.descriptor)} is left out: not a chosen --platform`);
   }
   // Attestations go with the image they describe (buildx names it in vnd.docker.reference.digest).
   const keptDigests = new Set([...keep].map((c) => c.descriptor.digest));
+  const listed = new Set(flat.map((c) => c.descriptor.digest));
   for (const child of flat) {
+    if (!child.node || !isAttestation(child.descriptor)) continue;
     const subject = child.descriptor.annotations?.["vnd.docker.reference.digest"];
-    if (child.node && isAttestation(child.descriptor) && subject && keptDigests.has(subject)) keep.add(child);
+    if (subject && keptDigests.has(subject)) keep.add(child);
+    else if (subject === undefined || !listed.has(subject)) {
+      // Nothing ties it to a platform left out: the whole index keeps it; a choice of platforms cannot.
+      if (wanted.length === 0) keep.add(child);
+      else leftOut.push(`${describeChild(child.descriptor)} is left out: it names no image of the index`);
+    }
   }
   const kept = flat.filter((c) => keep.has(c));
   const images = kept.filter((c) => c.node?.kind === "image");
@@ -53,7 +61,7 @@ export function choosePlatforms(root: ManifestNode, wanted: Platform[], leftOut:
   if (wanted.length > 0 && images.length === 1) {
     const only = images[0]!;
     const image = only.node as ImageNode;
-    if (!image.platform && only.descriptor.platform) image.platform = only.descriptor.platform;
+    if (only.descriptor.platform) image.platform = only.descriptor.platform;
     for (const other of kept)
       if (other !== only) leftOut.push(`${describeChild(other.descriptor)} is left out: a single-platform push has no index to carry it`);
     return image;
@@ -74,18 +82,24 @@ function describeChild(d: Descriptor): string {
 
 /**
  * The children of an index, nested indexes opened (a containerd save's index.json -> index -> images).
- * Each manifest once: indexes that list the next one many times over would otherwise multiply into
- * millions of entries (width^depth) from a few kilobytes.
+ * Each nested index once, and each entry once: indexes that list the next one many times over would
+ * otherwise multiply into millions of entries (width^depth) from a few kilobytes. An entry is its whole
+ * descriptor, not its digest: one manifest listed for two platforms is two entries.
  */
 export function flatten(index: IndexNode, seen = new Set<string>()): IndexChild[] {
   const out: IndexChild[] = [];
   for (const child of index.children) {
-    if (seen.has(child.descriptor.digest)) continue;
-    seen.add(child.descriptor.digest);
+    const key = child.node?.kind === "index" ? child.descriptor.digest : entryKey(child.descriptor);
+    if (seen.has(key)) continue;
+    seen.add(key);
     if (child.node?.kind === "index") out.push(...flatten(child.node, seen));
     else out.push(child);
   }
   return out;
+}
+
+function entryKey(d: Descriptor): string {
+  return JSON.stringify([d.digest, d.platform ?? null, d.annotations ?? null]);
 }
 
 /**
