@@ -88,6 +88,8 @@ async function main(argv: string[]): Promise<number> {
         events: progress,
         log,
         abort: attempt,
+        // An engine's save holds the one image asked for; an archive may hold others, not to be sent.
+        uploadAsStreamed: spec.kind === "daemon" && options.platforms.length === 0,
       });
       const variant = variantOf({ algorithm: options.compression, level: options.compressionLevel });
       const source = await openSource(spec, {

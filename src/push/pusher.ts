@@ -58,6 +58,13 @@ export interface PushOptions {
   source?: string;
   /** Aborted on the first failure so other work stops; the client uses its signal. */
   abort: AbortController;
+  /**
+   * Streamed entries start uploading as they pass, before the stream tells which images it holds: only
+   * for a stream all of which is pushed (an engine's save of the one image, every platform). Otherwise
+   * they are compressed into the cache and uploaded once an image names them, so nothing else of the
+   * archive reaches the registry.
+   */
+  uploadAsStreamed?: boolean;
 }
 
 /** What happened to one blob, for the summary and --json. */
@@ -104,6 +111,8 @@ interface SinkTaken extends Taken {
   prepared?: Prepared & { content?: Promise<string> };
   facts?: Promise<LayerFacts>;
   upload?: Promise<UploadOutcome>;
+  /** Starts the upload (once), when it did not start as the entry passed. */
+  start: () => Promise<UploadOutcome>;
   label: string;
   /** Stops this entry's upload alone: the entry turned out not to be part of the pushed image. */
   cancel: AbortController;
@@ -345,11 +354,11 @@ export class Pusher {
       let verify: () => Promise<BlobIdentity>;
       const taken = layer.bytes.kind === "taken" ? (layer.bytes.taken as SinkTaken) : undefined;
       try {
-        if (attempt === 0 && taken?.prepared && taken.upload) {
-          // Compressed (or copied) as the stream went by, and already uploading under the entry's name.
+        if (attempt === 0 && taken?.prepared) {
+          // Compressed (or copied) as the stream went by, and uploading under the entry's name.
           label = taken.label;
           prepared = taken.prepared;
-          upload = taken.upload;
+          upload = taken.start();
           verify = this.takenProof(layer, taken);
         } else {
           prepared = await prepareLayer(layer, this.prepareContext(label, attempt > 0));
@@ -601,15 +610,18 @@ export class Pusher {
         () => undefined,
       );
       this.files.push(prepared.file);
-      const upload = this.upload(prepared, label, () => prepared.verify(), cancel);
       const taken: SinkTaken = {
         cancel,
         label,
         compression,
         prepared,
-        upload,
+        start: () => {
+          taken.upload ??= this.upload(prepared, label, () => prepared.verify(), cancel);
+          return taken.upload;
+        },
         stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
       };
+      if (this.options.uploadAsStreamed) taken.start();
       taken.stored.catch(() => undefined); // the failure surfaces through the layer's proof
       this.taken.push(taken);
       // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
@@ -631,7 +643,12 @@ export class Pusher {
       ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}),
     };
     const prepared = { ...storedPrepared(pseudo, file, "stored", cache, ctx), key };
-    const upload = this.upload(prepared, label, undefined, cancel);
+    let upload: Promise<UploadOutcome> | undefined;
+    const start = () => {
+      upload ??= this.upload(prepared, label, undefined, cancel);
+      return upload;
+    };
+    if (this.options.uploadAsStreamed) start();
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");
     let size = 0;
@@ -652,7 +669,19 @@ export class Pusher {
     const digest = `sha256:${hash.digest("hex")}`;
     file.moved(await cache.adopt(temp, { digest, size }));
     file.finish({ digest, size });
-    const taken: SinkTaken = { cancel, label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
+    const taken: SinkTaken = {
+      cancel,
+      label,
+      compression,
+      prepared,
+      upload,
+      start: () => {
+        taken.upload = start();
+        return taken.upload;
+      },
+      facts,
+      stored: Promise.resolve({ digest, size }),
+    };
     this.taken.push(taken);
     return taken;
   }
