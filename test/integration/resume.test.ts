@@ -118,30 +118,33 @@ describe("SIGKILL, then run again, against the serverless emulation", () => {
   );
 
   test(
-    "a .tar.gz read as a stream with two big layers: the interrupted one resumes its own session",
+    "a .tar.gz read as a stream with two big layers: each interrupted upload resumes its own session",
     async () => {
       const cwd = await tempDir("resume-gz-");
       const gz = await compressArchive(twoBig.path, "gzip", join(work, "two.tar.gz"));
       const ref = `${emulator.host}/resume/two:1`;
       const mine = () => emulator.requests.filter((r) => r.path.startsWith("/v2/resume/two/"));
       const first = await start(["--archive", gz, ref], cwd, EMU);
-      // The stream hands the layers over one after the other: killed in the second one's upload.
+      // Once the archive has named them, both layers (five chunks each) upload side by side: killed
+      // when each has two chunks confirmed.
       await killAfter(first, 2, 2);
       expect(await uploadRecords(cwd)).not.toEqual([]);
       const interrupted = uploadSessions(mine()).filter((s) => s.put === undefined && s.patches.length > 0);
-      expect(interrupted).toHaveLength(1);
+      expect(interrupted).toHaveLength(2);
 
       const again = await runAgain(["--archive", gz, ref], cwd, EMU);
       expect(again.code).toBe(0);
-      expect([...again.stderr.matchAll(/resuming the interrupted upload at byte (\d+)/g)]).toHaveLength(1);
+      expect([...again.stderr.matchAll(/resuming the interrupted upload at byte (\d+)/g)]).toHaveLength(2);
       expect(emulator.violations).toEqual([]);
       const pulled = await pullAndVerify({ ref, ...EMU, tlsVerify: false });
       expect(pulled.diffIds).toEqual(twoBig.diffIds);
-      // The interrupted session was continued and completed with that layer, re-sending at most one chunk.
-      const resumed = uploadSessions(mine()).find((s) => s.uuid === interrupted[0]!.uuid)!;
-      const layer = pulled.manifest.layers.find((l) => l.digest === resumed.digest);
-      expect(layer).toBeDefined();
-      expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
+      // Each interrupted session was continued and completed with its own layer, re-sending at most one chunk.
+      for (const session of interrupted) {
+        const resumed = uploadSessions(mine()).find((s) => s.uuid === session.uuid)!;
+        const layer = pulled.manifest.layers.find((l) => l.digest === resumed.digest);
+        expect(layer).toBeDefined();
+        expect(resumed.bytes - layer!.size).toBeLessThanOrEqual(CHUNK);
+      }
       expect(await uploadRecords(cwd)).toEqual([]);
     },
     SLOW,
