@@ -489,7 +489,11 @@ export class Pusher {
       await prepared.file.waitFor(1, signal);
       // A blob still being compressed has no digest to HEAD or mount by. With --mount-from the user says
       // the registry probably holds it already: learn the digest first rather than stream every byte.
-      const digest = prepared.expected ?? (this.options.mountFrom.length > 0 && !this.options.dryRun ? (await prepared.file.done).digest : undefined);
+      // One already complete (compressed while an archive was read) is asked about by its digest.
+      const digest =
+        prepared.expected ??
+        prepared.file.identity?.digest ??
+        (this.options.mountFrom.length > 0 && !this.options.dryRun ? (await prepared.file.done).digest : undefined);
       return this.uploads(async () => {
         signal.throwIfAborted();
         events.update(label, { phase: "checking", digest });

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { runCli } from "../support/cli.ts";
 import { startDockerRegistry, type DockerRegistry } from "../support/docker-registry.ts";
 import { startFaultProxy, type FaultProxy } from "../support/fault-proxy.ts";
+import { compressArchive } from "../support/multiplatform.ts";
 import { deterministicBytes, digestOf, makeConfig, makeLayerTar, writeClassicDockerArchive, type WrittenArchive } from "../support/fixtures.ts";
 import { startServerlessEmulator, type Emulator } from "../support/serverless-emulator.ts";
 import { pullAndVerify } from "../support/skopeo.ts";
@@ -71,8 +72,8 @@ const targets = (): Target[] => [
   { name: "serverless emulation", host: emulator.host, pullHost: emulator.host, ...EMU, requests: () => emulator.requests },
 ];
 
-function push(target: Target, cwd: string, repository: string, extra: string[] = []) {
-  return runCli(["--archive", image.path, ...extra, `${target.host}/${repository}:1`], {
+function push(target: Target, cwd: string, repository: string, extra: string[] = [], archive = image.path) {
+  return runCli(["--archive", archive, ...extra, `${target.host}/${repository}:1`], {
     cwd,
     stdin: `${target.password}\n`,
     env: { USERNAME_REGISTRY: target.username, INSECURE_HTTP_PUSH: "true", XDG_STATE_HOME: join(cwd, "state") },
@@ -80,9 +81,9 @@ function push(target: Target, cwd: string, repository: string, extra: string[] =
 }
 
 /** Pushes to `repository` and checks every blob was mounted from `from`, with no body bytes sent. */
-async function expectAllMounted(target: Target, cwd: string, repository: string, from: string, extra: string[] = []): Promise<void> {
+async function expectAllMounted(target: Target, cwd: string, repository: string, from: string, extra: string[] = [], archive = image.path): Promise<void> {
   const before = target.requests().length;
-  const result = await push(target, cwd, repository, extra);
+  const result = await push(target, cwd, repository, extra, archive);
   expect(result.code).toBe(0);
   const log = target.requests().slice(before);
   const pulled = await pullAndVerify({ ref: `${target.pullHost}/${repository}:1`, username: target.username, password: target.password, tlsVerify: false });
@@ -110,6 +111,18 @@ describe.each(["docker-registry", "serverless emulation"])("mounts against %s", 
       const first = await push(target(), cwd, "mount/first");
       expect(first.code).toBe(0);
       await expectAllMounted(target(), cwd, "mount/second", "mount/first");
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
+
+  test(
+    "a .tar.gz read as a stream, to a second repository: its layers, compressed again as they pass, are mounted by their digests",
+    async () => {
+      const cwd = await tempDir("mount-gz-");
+      const gz = await compressArchive(image.path, "gzip", join(cwd, "image.tar.gz"));
+      expect((await push(target(), cwd, "mount/gz-first", [], gz)).code).toBe(0);
+      await expectAllMounted(target(), cwd, "mount/gz-second", "mount/gz-first", [], gz);
       await rm(cwd, { recursive: true, force: true });
     },
     SLOW,
