@@ -266,7 +266,10 @@ export class Pusher {
         await putManifest(this.options.client, this.options.repository, manifest.digest, manifest);
       }
       for (const tag of this.options.tags) await putManifest(this.options.client, this.options.repository, tag, top.manifest);
-      await this.options.records?.rememberPushed(this.options.registry, this.options.repository, [...this.results.keys()]);
+      // Only blobs this repository received in full: on serverless-registry a mounted (or found) blob may
+      // be a link object, and a mount from a link answers the link's checksum, not the blob's digest.
+      const uploaded = [...this.results.values()].filter((r) => r.status === "pushed").map((r) => r.digest);
+      await this.options.records?.rememberPushed(this.options.registry, this.options.repository, uploaded);
     }
     const blobs = [...this.results.values()];
     // Entries of other images or platforms that finished uploading before the stream ended were sent,

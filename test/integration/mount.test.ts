@@ -129,6 +129,18 @@ describe.each(["docker-registry", "serverless emulation"])("mounts against %s", 
   );
 
   test(
+    "a third repository mounts from the one that received the bytes, not from one that only holds mounts",
+    async () => {
+      const cwd = await tempDir("mount-third-");
+      expect((await push(target(), cwd, "mount/third-a")).code).toBe(0);
+      await expectAllMounted(target(), cwd, "mount/third-b", "mount/third-a");
+      await expectAllMounted(target(), cwd, "mount/third-c", "mount/third-a");
+      await rm(cwd, { recursive: true, force: true });
+    },
+    SLOW,
+  );
+
+  test(
     "--mount-from <repo> from a folder with an empty cache: every blob mounted, no bytes sent",
     async () => {
       const seed = await tempDir("mount-seed-");
@@ -136,6 +148,43 @@ describe.each(["docker-registry", "serverless emulation"])("mounts against %s", 
       const empty = await tempDir("mount-empty-");
       await expectAllMounted(target(), empty, "mount/elsewhere", "mount/source", ["--mount-from", "mount/source"]);
       await Promise.all([rm(seed, { recursive: true, force: true }), rm(empty, { recursive: true, force: true })]);
+    },
+    SLOW,
+  );
+});
+
+describe("a mount the registry answers with another digest", () => {
+  test(
+    "serverless-registry, --mount-from a repository holding only mount links: each blob is uploaded instead, and the image pulls back intact",
+    async () => {
+      // Mounting from a link answers the link object's checksum (the real server's mountExistingLayer):
+      // nothing proves what was mounted, so the bytes go as usual.
+      const target = targets().find((t) => t.name === "serverless emulation")!;
+      const cwd = await tempDir("mount-link-");
+      expect((await push(target, cwd, "link/origin")).code).toBe(0);
+      await expectAllMounted(target, cwd, "link/mounted", "link/origin");
+      const empty = await tempDir("mount-link-empty-");
+      const before = target.requests().length;
+      const result = await push(target, empty, "link/third", ["--mount-from", "link/mounted"]);
+      expect(result.code).toBe(0);
+      const log = target.requests().slice(before);
+      const pulled = await pullAndVerify({ ref: `${target.pullHost}/link/third:1`, username: target.username, password: target.password, tlsVerify: false });
+      expect(pulled.diffIds).toEqual(image.diffIds);
+      const blobs = [pulled.manifest.config.digest, ...pulled.manifest.layers.map((l) => l.digest)];
+      // Every blob: one mount answered 201 with the link's checksum, then its bytes uploaded in full.
+      expect(
+        mounts(log)
+          .filter((m) => m.status === 201)
+          .map((m) => m.digest)
+          .sort(),
+      ).toEqual([...blobs].sort());
+      expect(blobBodyBytes(log)).toBe(pulled.manifest.config.size + pulled.manifest.layers.reduce((n, l) => n + l.size, 0));
+      for (const digest of blobs) {
+        expect(result.stderr).toContain(`mounting it from link/mounted: the registry answered with digest sha256:`);
+        expect(result.stderr).toContain(`, not ${digest}; uploading the blob instead\n`);
+      }
+      expect(target.requests().filter((r) => r.status === 500)).toEqual([]);
+      await Promise.all([rm(cwd, { recursive: true, force: true }), rm(empty, { recursive: true, force: true })]);
     },
     SLOW,
   );
