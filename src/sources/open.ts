@@ -56,7 +56,8 @@ export async function openSource(spec: SourceSpec, ctx: OpenContext): Promise<Op
   if (spec.kind === "archive") return openArchive(spec.path, ctx);
   if (spec.kind === "remote") {
     const image = await readRemote(spec.client, spec.reference);
-    return { ...image, description: `${spec.reference.host}/${spec.reference.repository}@${spec.reference.reference}` };
+    const { host, repository, reference } = spec.reference;
+    return { ...image, description: `${host}/${repository}${reference.startsWith("sha256:") ? "@" : ":"}${reference}` };
   }
   return openDaemon(spec, ctx);
 }

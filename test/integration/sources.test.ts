@@ -168,7 +168,7 @@ describe("--from another registry", () => {
         const result = await push(["--from", from, ref], cwd, { DOCKER_CONFIG: dockerConfig });
         expect(result.code).toBe(0);
         expect(pushedDigest(result.stdout, ref)).toBe(layout.indexDigest);
-        expect(result.stderr).toContain(`Pushing ${ref} from ${proxy.host}/mirror/app@v1\n`);
+        expect(result.stderr).toContain(`Pushing ${ref} from ${proxy.host}/mirror/app:v1\n`);
         expect(result.stderr).not.toContain("compress");
         expect(result.stderr.match(/: pushed \d+ B \(copied\)\n/g)).toHaveLength(4);
         expect(result.stderr).toContain(`1: digest: ${layout.indexDigest} size: ${layout.indexBytes.length} (index of 2 platforms, the source's own)\n`);
