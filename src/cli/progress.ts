@@ -109,7 +109,7 @@ interface Blob {
   digest?: string;
   done: number;
   total?: number;
-  chunk?: { index: number; count: number };
+  chunk?: { index: number; count?: number; confirmed?: boolean };
   note?: string;
   meter: Meter;
   compressedNow: boolean;
@@ -117,8 +117,12 @@ interface Blob {
   origin?: string;
   uploadDone: number;
   uploadTotal?: number;
+  /** The chunk count once the blob's size is final; until then the most chunks seen. */
   chunkCount: number;
+  chunkCountKnown: boolean;
   chunksReported: number;
+  /** Where the last completed chunk ended: the bytes done before the next chunk's first update. */
+  chunkEnd: number;
 }
 
 /** What happened, for the plain front-end: a phase change and the chunks completed by one update. */
@@ -168,7 +172,18 @@ class Board {
     let blob = this.blobs.get(id);
     const created = !blob;
     if (!blob) {
-      blob = { id, phase: "waiting", done: 0, meter: new Meter(), compressedNow: false, uploadDone: 0, chunkCount: 0, chunksReported: 0 };
+      blob = {
+        id,
+        phase: "waiting",
+        done: 0,
+        meter: new Meter(),
+        compressedNow: false,
+        uploadDone: 0,
+        chunkCount: 0,
+        chunkCountKnown: false,
+        chunksReported: 0,
+        chunkEnd: 0,
+      };
       this.blobs.set(id, blob);
     }
     const phaseChanged = update.phase !== undefined && (created || update.phase !== blob.phase);
@@ -178,6 +193,7 @@ class Board {
     }
     if (update.digest !== undefined) blob.digest = update.digest;
     if (update.total !== undefined) blob.total = update.total;
+    const doneBefore = blob.done;
     if (update.done !== undefined) blob.done = update.done;
     if (update.note !== undefined) {
       blob.note = update.note;
@@ -191,12 +207,19 @@ class Board {
       blob.uploadDone = blob.done;
       if (blob.total !== undefined) blob.uploadTotal = blob.total;
       if (blob.chunk) {
-        blob.chunkCount = blob.chunk.count;
-        for (let i = Math.max(previousChunk, blob.chunksReported + 1); i < blob.chunk.index; i++) chunksDone.push(i);
+        blob.chunkCountKnown = blob.chunk.count !== undefined;
+        blob.chunkCount = blob.chunk.count ?? Math.max(blob.chunkCount, blob.chunk.index);
+        // A chunk is done when the registry confirmed it, or at the latest when the next one starts
+        // (whose first update may already count some of its bytes).
+        const last = blob.chunk.confirmed ? blob.chunk.index : blob.chunk.index - 1;
+        for (let i = Math.max(previousChunk, blob.chunksReported + 1); i <= last; i++) chunksDone.push(i);
+        if (chunksDone.length > 0) blob.chunkEnd = blob.chunk.confirmed || update.chunk === undefined ? blob.done : doneBefore;
       }
     } else if (blob.phase === "pushed") {
       if (update.total !== undefined) blob.uploadTotal = update.total;
       blob.uploadDone = blob.uploadTotal ?? blob.uploadDone;
+      blob.chunkCountKnown = true;
+      blob.chunkEnd = blob.uploadDone;
       for (let i = blob.chunksReported + 1; blob.chunkCount > 1 && i <= blob.chunkCount; i++) chunksDone.push(i);
     }
     if (chunksDone.length > 0) blob.chunksReported = chunksDone.at(-1)!;
@@ -242,7 +265,8 @@ class Board {
       if (TERMINAL.has(blob.phase)) {
         parts.push(outcome(blob));
       } else {
-        if (blob.phase === "uploading" && blob.chunk && blob.chunk.count > 1) parts.push(`chunk ${blob.chunk.index}/${blob.chunk.count}`);
+        if (blob.phase === "uploading" && blob.chunk && (blob.chunk.count ?? 2) > 1)
+          parts.push(`chunk ${blob.chunk.index}${blob.chunk.count === undefined ? "" : `/${blob.chunk.count}`}`);
         if (blob.total !== undefined) parts.push(formatPair(blob.done, blob.total));
         else if (blob.done > 0) parts.push(formatBytes(blob.done));
         const bytesPerSecond = blob.phase === "compressing" || blob.phase === "uploading" ? blob.meter.rate(now) : undefined;
@@ -323,9 +347,9 @@ function createPlain(stream: ProgressOptions["stream"], board: Board): Progress 
       if (finished) return;
       const { blob, change } = board.apply(id, update);
       for (const i of change.chunksDone) {
-        const done = blob.phase === "pushed" ? (blob.uploadTotal ?? blob.done) : blob.done;
+        const done = blob.chunkEnd;
         const of = blob.uploadTotal === undefined ? formatBytes(done) : formatPair(done, blob.uploadTotal);
-        stream.write(`${prefix(blob)}: chunk ${i}/${blob.chunkCount} done (${of})\n`);
+        stream.write(`${prefix(blob)}: chunk ${i}${blob.chunkCountKnown ? `/${blob.chunkCount}` : ""} done (${of})\n`);
       }
       const line = change.phaseChanged ? plainLine(blob) : undefined;
       if (line) stream.write(`${prefix(blob)}: ${clean(line)}\n`);

@@ -13,8 +13,8 @@ export interface BlobUpdate {
   done?: number;
   /** Bytes of the current phase. */
   total?: number;
-  /** 1-based chunk being uploaded, when chunked. */
-  chunk?: { index: number; count: number };
+  /** 1-based chunk being uploaded, when chunked; `count` only once the blob's size is final. */
+  chunk?: { index: number; count?: number; confirmed?: boolean };
   /** Short free text, e.g. "from .cache", "in 4 chunks", "same layer as layer 3/5". */
   note?: string;
 }

@@ -45,7 +45,8 @@ export interface UploadOptions {
   /** The blob is missing: how it will travel ("in 4 chunks", "streamed as it is compressed"). */
   onStart?: (how: string | undefined, total: number | undefined) => void;
   /** Bytes of the blob the registry has been handed so far, and the chunk on its way. */
-  onProgress?: (bytes: number, chunk?: { index: number; count: number }) => void;
+  /** Bytes handed over so far; while chunked, which chunk, and `confirmed` once the registry took it whole. */
+  onProgress?: (bytes: number, chunk?: { index: number; count?: number; confirmed?: boolean }) => void;
   /** Awaited before the final PUT commits the blob (e.g. the compressed input matched its diff_id). */
   beforeCommit?: () => Promise<unknown>;
 }
@@ -431,7 +432,7 @@ class BlobUpload {
         retry: false,
         onProgress: (n) => {
           sent = n;
-          this.options.onProgress?.(start + n, { index: index + 1, count: count ?? index + 1 });
+          this.options.onProgress?.(start + n, { index: index + 1, count });
         },
       });
       this.bytesSent += sent;
@@ -439,6 +440,8 @@ class BlobUpload {
         this.location = this.newest(patch);
         const offset = uploadOffset(patch.headers.get("range"));
         if (offset === undefined || offset === end) {
+          // The chunk's last word is where the registry stands, whatever the body's read-ahead reported.
+          this.options.onProgress?.(end, { index: index + 1, count, confirmed: true });
           this.progressed(end);
           await this.record(end, chunkSize);
           return end;

@@ -189,6 +189,38 @@ describe("plain mode", () => {
     expect(writes.join("")).not.toMatch(/[\r\x1b]/);
   });
 
+  test("a chunk is reported done where the registry confirmed it, not where the next one's read-ahead is; its count once known", () => {
+    const { progress, writes } = harness("plain");
+    const CHUNK = 6_291_456;
+    // Streamed while compressed: the size (so the count) is known only from the third chunk on.
+    progress.update("layer 1/1", { phase: "uploading", note: "in chunks" });
+    for (const [index, count] of [
+      [1, undefined],
+      [2, undefined],
+      [3, 4],
+      [4, 4],
+    ] as const) {
+      const start = (index - 1) * CHUNK;
+      // The body is read ahead of the wire: the first update of a chunk already counts a MiB of it.
+      progress.update("layer 1/1", { done: start + 1_048_576, chunk: { index, count } });
+      const end = index === 4 ? 20_006_612 : start + CHUNK;
+      if (index === 3) progress.update("layer 1/1", { total: 20_006_612 });
+      progress.update("layer 1/1", { done: end, chunk: { index, count, confirmed: true } });
+    }
+    progress.update("layer 1/1", { phase: "pushed", total: 20_006_612, done: 20_006_612 });
+    expect(
+      writes
+        .join("")
+        .split("\n")
+        .filter((l) => l.includes(": chunk ")),
+    ).toEqual([
+      "layer 1/1: chunk 1 done (6.3 MB)",
+      "layer 1/1: chunk 2 done (12.6 MB)",
+      "layer 1/1: chunk 3/4 done (18.9/20.0 MB)",
+      "layer 1/1: chunk 4/4 done (20.0/20.0 MB)",
+    ]);
+  });
+
   test("notes: a given note replaces the derived origin; exists and failed carry theirs", () => {
     const { progress, writes } = harness("plain");
     progress.update("layer 1/3", { phase: "checking", digest: DIGEST_A, note: "from .cache" });
