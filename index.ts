@@ -5,6 +5,7 @@
  *   echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts <host[:port]/repository[:tag]>
  * The flow: options -> credentials and the registry -> the image's source -> push -> report.
  */
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import packageJson from "./package.json" with { type: "json" };
 import { resolveCredentials } from "./src/cli/credentials.ts";
@@ -176,6 +177,14 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
 /** `prune`: bounds the cache folder and says what it removed and what it keeps. */
 async function prune(options: PruneCommandOptions): Promise<number> {
   const dir = options.cacheDir ?? join(process.cwd(), ".cache");
+  // A mistyped --cache-dir is named, not created empty and reported as pruned.
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new PushError(`prune: there is no cache folder at ${dir}`);
   const cache = new BlobCache(dir);
   await cache.init();
   const report = await pruneCache(dir, options);
@@ -240,7 +249,7 @@ main(process.argv.slice(2)).then(
     const message = usage || error instanceof PushError ? (error as Error).message : `unexpected failure: ${detail ?? error}`;
     const code = usage ? 2 : error instanceof Interrupted ? 130 : 1;
     if (json) process.stdout.write(`${jsonFailure(message, code)}\n`);
-    if (usage) process.stderr.write(`error: ${message}\n${USAGE.split("\n")[0]}\nRun with --help for the options.\n`);
+    if (usage) process.stderr.write(`error: ${message}\n${((error as UsageError).usage ?? USAGE).split("\n")[0]}\nRun with --help for the options.\n`);
     else process.stderr.write(`error: ${message}\n`);
     process.exit(code);
   },

@@ -4,6 +4,12 @@
  */
 export class UsageError extends Error {
   override readonly name: string = "UsageError";
+  /** The usage text of the command the error is about, when it is not the push's (`prune`'s). */
+  readonly usage?: string;
+  constructor(message: string, usage?: string) {
+    super(message);
+    if (usage !== undefined) this.usage = usage;
+  }
 }
 
 export class PushError extends Error {

@@ -85,19 +85,23 @@ function parsePrune(argv: string[]): ParsedCommand {
       },
     });
   } catch (error) {
-    throw new UsageError(`prune: ${(error as Error).message}`);
+    throw new UsageError(`prune: ${(error as Error).message}`, PRUNE_USAGE);
   }
   const { values } = parsed;
   if (values.help) return { kind: "help", text: PRUNE_USAGE };
-  return {
-    kind: "prune",
-    options: {
-      cacheDir: values["cache-dir"],
-      maxAgeMs: parseAge(values["max-age"] ?? "30d"),
-      maxBytes: values["max-size"] === undefined ? undefined : parseSize(values["max-size"], "--max-size"),
-      dryRun: values["dry-run"] ?? false,
-    },
-  };
+  try {
+    return {
+      kind: "prune",
+      options: {
+        cacheDir: values["cache-dir"],
+        maxAgeMs: parseAge(values["max-age"] ?? "30d"),
+        maxBytes: values["max-size"] === undefined ? undefined : parseSize(values["max-size"], "--max-size"),
+        dryRun: values["dry-run"] ?? false,
+      },
+    };
+  } catch (error) {
+    throw error instanceof UsageError ? new UsageError(error.message, PRUNE_USAGE) : error;
+  }
 }
 
 const AGE_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

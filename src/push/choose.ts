@@ -3,7 +3,7 @@
  * left out (with the reason), attestations kept with the image they describe. Pure: it only reads the
  * model and returns the root to push (the source's own, one image of it, or a new index of some).
  */
-import { PushError } from "../errors.ts";
+import { PushError, UsageError } from "../errors.ts";
 import type { Descriptor, Platform } from "../model/descriptor.ts";
 import { shortDigest } from "../model/digest.ts";
 import type { ArtifactNode, ImageNode, IndexChild, IndexNode, ManifestNode } from "../model/image.ts";
@@ -16,7 +16,7 @@ import { formatPlatform, platformMatches } from "../model/platform.ts";
 export function choosePlatforms(root: ManifestNode, wanted: Platform[], leftOut: string[]): ManifestNode {
   if (root.kind === "image") {
     if (wanted.length > 0 && !wanted.some((p) => platformMatches(p, root.platform))) {
-      throw new PushError(`the image is ${formatPlatform(root.platform)}, not ${wanted.map(formatPlatform).join(" or ")}`);
+      throw new UsageError(`${platformFlags(wanted)}: the image is ${formatPlatform(root.platform)} only`);
     }
     return root;
   }
@@ -52,11 +52,8 @@ export function choosePlatforms(root: ManifestNode, wanted: Platform[], leftOut:
   const images = kept.filter((c) => c.node?.kind === "image");
   if (images.length === 0) {
     const names = available.map((c) => describeChild(c.descriptor)).join(", ");
-    throw new PushError(
-      wanted.length > 0
-        ? `no platform of the image matches ${wanted.map(formatPlatform).join(", ")} (it has ${names || "none it can push"})`
-        : `the image index holds no platform that can be pushed (${names || "it lists none"})`,
-    );
+    if (wanted.length > 0) throw new UsageError(`${platformFlags(wanted)}: no platform of the image matches (it has ${names || "none it can push"})`);
+    throw new PushError(`the image index holds no platform that can be pushed (${names || "it lists none"})`);
   }
   if (wanted.length > 0 && images.length === 1) {
     const only = images[0]!;
@@ -69,6 +66,11 @@ export function choosePlatforms(root: ManifestNode, wanted: Platform[], leftOut:
   if (kept.length === root.children.length && kept.every((c, i) => c === root.children[i])) return root;
   // A new index of what is kept, in the source's order.
   return { kind: "index", raw: root.raw, document: root.document, children: kept };
+}
+
+/** "--platform linux/s390x", "--platform linux/amd64 --platform linux/s390x": as the user gave them. */
+function platformFlags(wanted: Platform[]): string {
+  return wanted.map((p) => `--platform ${formatPlatform(p)}`).join(" ");
 }
 
 export function isAttestation(d: Descriptor): boolean {

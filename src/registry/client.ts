@@ -264,7 +264,7 @@ export class RegistryClient {
 }
 
 function plainHttpHint(host: string): string {
-  return `registry ${host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true to push to it`;
+  return `registry ${host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true (or pass --insecure) to push to it`;
 }
 
 function httpsHint(host: string): string {

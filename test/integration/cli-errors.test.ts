@@ -92,7 +92,9 @@ describe("push failures exit 1 with a clear message", () => {
   test("a plain-http registry without INSECURE_HTTP_PUSH names the variable", async () => {
     const result = await push(["--archive", good.path, `${registry.host}/x/y:1`], { INSECURE_HTTP_PUSH: "" });
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain(`registry ${registry.host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true`);
+    expect(result.stderr).toContain(
+      `registry ${registry.host} answers over plain http, not https: set INSECURE_HTTP_PUSH=true (or pass --insecure) to push to it\n`,
+    );
   });
 
   test("nothing listening on the port", async () => {

@@ -351,6 +351,21 @@ describe("the cache folder", () => {
     expect(pruned.stdout).toEndWith("); keeps 0 (0.0 MB)\n");
     expect((await readdir(cache)).filter((f) => /^[a-f0-9]{64}$/.test(f))).toEqual([]);
   }, 60_000);
+
+  test("prune: a mistyped flag shows prune's usage; a cache folder that is not there is named, not created", async () => {
+    const cwd = await tempDir("prune-errors-");
+    const bad = await runCli(["prune", "--max-age", "7x"], { cwd });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe(
+      'error: --max-age: "7x" is not an age (e.g. 30d, 12h, 90m)\nUsage: bun run index.ts prune [--cache-dir <dir>] [--max-age <age>] [--max-size <size>] [--dry-run]\nRun with --help for the options.\n',
+    );
+    const missing = join(cwd, "no-such-cache");
+    const typo = await runCli(["prune", "--cache-dir", missing], { cwd });
+    expect(typo.code).toBe(1);
+    expect(typo.stdout).toBe("");
+    expect(typo.stderr).toBe(`error: prune: there is no cache folder at ${missing}\n`);
+    expect(await readdir(cwd)).toEqual([]);
+  });
 });
 
 describe("engines", () => {

@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Descriptor, Platform } from "../../src/model/descriptor.ts";
 import type { ArtifactNode, ImageNode, IndexChild, IndexNode } from "../../src/model/image.ts";
+import { UsageError } from "../../src/errors.ts";
 import { choosePlatforms } from "../../src/push/choose.ts";
 
 const MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -72,5 +73,14 @@ describe("choosePlatforms", () => {
     ]);
     const chosen = choosePlatforms(root, [], []) as IndexNode;
     expect(chosen.children).toEqual([one]);
+  });
+
+  test("a platform the image lacks is a usage error naming the flag: a single image, or an index", () => {
+    const S390X = { os: "linux", architecture: "s390x" };
+    expect(() => choosePlatforms(image(AMD64), [S390X], [])).toThrow(new UsageError("--platform linux/s390x: the image is linux/amd64 only"));
+    expect(() => choosePlatforms(index(children), [S390X, { os: "linux", architecture: "ppc64le" }], [])).toThrow(
+      new UsageError("--platform linux/s390x --platform linux/ppc64le: no platform of the image matches (it has linux/amd64, linux/arm/v6, linux/arm/v7)"),
+    );
+    expect(() => choosePlatforms(image(AMD64), [S390X], [])).toThrow(UsageError);
   });
 });

@@ -93,6 +93,22 @@ describe("prune", () => {
   test("an unreadable age or size, or a push flag, is a usage error naming it", () => {
     expect(() => parseCommand(["prune", "--max-age", "soon"], {})).toThrow('--max-age: "soon" is not an age (e.g. 30d, 12h, 90m)');
     expect(() => parseCommand(["prune", "--max-size", "big"], {})).toThrow('--max-size: "big" is not a size');
+    // prune's mistakes carry prune's usage, not the push's.
+    for (const argv of [
+      ["prune", "--max-age", "7x"],
+      ["prune", "--max-size", "foo"],
+      ["prune", "extra"],
+    ]) {
+      const error = (() => {
+        try {
+          parseCommand(argv, {});
+        } catch (caught) {
+          return caught;
+        }
+      })();
+      expect(error).toBeInstanceOf(UsageError);
+      expect((error as UsageError).usage).toBe(PRUNE_USAGE);
+    }
     expect(() => parseCommand(["prune", "--archive", "x"], {})).toThrow(/^prune: Unknown option '--archive'/);
   });
 });
