@@ -213,19 +213,24 @@ function loggerFor(display: Progress): Logger {
 
 /**
  * The first Ctrl-C or SIGTERM aborts the run: requests in flight stop, open upload sessions are
- * DELETEd, temporary files removed, then exit 130. A second one, or a cleanup that hangs, quits at once.
+ * DELETEd, temporary files removed, then exit 128 + the signal's number (130, 143), as a shell reports
+ * a process a signal ended. A second one, or a cleanup that hangs, quits at once.
  */
 function stopOnSignals(log: Logger): AbortController {
   const abort = new AbortController();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {
-      if (abort.signal.aborted) process.exit(130);
+      if (abort.signal.aborted) process.exit(signalExitCode(signal));
       log.warn(`${signal}: stopping and cancelling open uploads (again to quit at once)`);
       abort.abort(new Interrupted(signal));
-      setTimeout(() => process.exit(130), 15_000).unref();
+      setTimeout(() => process.exit(signalExitCode(signal)), 15_000).unref();
     });
   }
   return abort;
+}
+
+function signalExitCode(signal: string): number {
+  return signal === "SIGTERM" ? 143 : 130;
 }
 
 // Both ends of main() exit explicitly, so the event loop running dry means main() never settled (a
@@ -247,7 +252,7 @@ main(process.argv.slice(2)).then(
     // A stack helps us, not the user; DEBUG=1 shows it.
     const detail = process.env.DEBUG ? (error as Error)?.stack : (error as Error)?.message;
     const message = usage || error instanceof PushError ? (error as Error).message : `unexpected failure: ${detail ?? error}`;
-    const code = usage ? 2 : error instanceof Interrupted ? 130 : 1;
+    const code = usage ? 2 : error instanceof Interrupted ? signalExitCode(error.signal) : 1;
     if (json) process.stdout.write(`${jsonFailure(message, code)}\n`);
     if (usage) process.stderr.write(`error: ${message}\n${((error as UsageError).usage ?? USAGE).split("\n")[0]}\nRun with --help for the options.\n`);
     else process.stderr.write(`error: ${message}\n`);

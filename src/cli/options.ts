@@ -160,7 +160,7 @@ Output:
   -h, --help                  show this help
   -v, --version               show the version
 
-Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.`;
+Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.`;
 
 // Measured in bench/ on 2 cores: gzip 2 pushes 4% more bytes than skopeo in 0.78x its time; zlib's
 // default 6 is 3% smaller but 1.2x slower. zstd 3 is both smaller and faster.

@@ -305,14 +305,17 @@ describe("interruption and the cache", () => {
     return { cwd, proxy, ref, cli };
   }
 
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    test(`${signal} in the middle of a chunked upload: exit 130, session deleted, no temp files; a second run completes`, async () => {
+  for (const [signal, exitCode] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const) {
+    test(`${signal} in the middle of a chunked upload: exit ${exitCode}, session deleted, no temp files; a second run completes`, async () => {
       const ruleLog = emulator.violations.length;
       const { cwd, proxy, ref, cli } = await midChunk(`faults/${signal.toLowerCase()}`);
       try {
         cli.kill(signal);
         const { code, stderr } = await cli.finished;
-        expect(code).toBe(130);
+        expect(code).toBe(exitCode);
         expect(stderr).toContain(`warning: ${signal}: stopping and cancelling open uploads (again to quit at once)\n`);
         expect(stderr).toEndWith(`\nerror: interrupted by ${signal}: open upload sessions were cancelled and temporary files removed\n`);
         expect(proxy.requests.filter((r) => r.method === "DELETE").map((r) => r.status)).toEqual([204]);
@@ -331,7 +334,7 @@ describe("interruption and the cache", () => {
     }, 60_000);
   }
 
-  test("a second signal while the cleanup hangs quits at once, exit 130", async () => {
+  test("a second signal while the cleanup hangs quits at once, with that signal's exit code (130)", async () => {
     // The session's DELETE is answered upstream but the answer held: the cleanup cannot finish.
     const { proxy, cli } = await midChunk("faults/twice", [{ method: "DELETE", nth: 1, times: Infinity, fault: { kind: "stall", ms: 60_000 } }]);
     try {

@@ -351,7 +351,7 @@ describe("help texts", () => {
     const { text } = parseCommand(["-h"], {}) as { text: string };
     expect(text).toStartWith('Usage: echo "$PASSWORD" | USERNAME_REGISTRY=<user> bun run index.ts [options] <host[:port]/repository[:tag]>\n');
     for (const flag of FLAGS) expect(text).toContain(`--${flag}`);
-    expect(text).toEndWith("Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted.");
+    expect(text).toEndWith("Exit codes: 0 pushed, 1 push failed, 2 usage error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.");
   });
 
   test("prune's usage names its flags and defaults", () => {
