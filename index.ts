@@ -93,6 +93,13 @@ async function main(argv: string[]): Promise<number> {
         uploadAsStreamed: spec.kind === "daemon" && options.platforms.length === 0,
       });
       const variant = variantOf({ algorithm: options.compression, level: options.compressionLevel });
+      // Said once, as soon as the source is known: a stream's layers are at work before it is read whole.
+      let announced = false;
+      const announce = (description: string) => {
+        if (announced) return;
+        announced = true;
+        log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target} from ${description}`);
+      };
       const source = await openSource(spec, {
         sink: pusher.sink,
         cache,
@@ -100,11 +107,12 @@ async function main(argv: string[]): Promise<number> {
         variant,
         image: options.image,
         noRecord: repair,
+        announce,
         log,
         signal: attempt.signal,
       });
       pusher.describeSource(source.description);
-      log.info(`${options.dryRun ? "Dry run: checking" : "Pushing"} ${target} from ${source.description}`);
+      announce(source.description);
       pushed = { result: await pusher.push(source.root), source };
       break;
     } catch (error) {

@@ -37,6 +37,8 @@ export interface OpenContext {
   image?: string;
   /** Do not build the image from the cache's record (a repair after a bad cache entry). */
   noRecord?: boolean;
+  /** Told where the image comes from as soon as that is known: before a stream's first layer arrives. */
+  announce?: (description: string) => void;
   log: Logger;
   signal: AbortSignal;
 }
@@ -77,13 +79,15 @@ async function openArchive(path: string, ctx: OpenContext): Promise<OpenedSource
     Readable.from(Bun.file(path).stream()).pipe(compression === "gzip" ? createGunzip() : createZstdDecompress()),
   ) as ReadableStream<Uint8Array>;
   const label = `archive ${path}`;
+  const description = `${label} (${compression}, read as a stream)`;
+  ctx.announce?.(description);
   const store = await StreamStore.read(file, label, ctx.sink).catch((error: Error) => {
     if (/incorrect header|invalid|unexpected end|unknown compression|corrupt/i.test(error.message) && !(error instanceof PushError)) {
       throw new PushError(`${label} is not a valid ${compression} file: ${error.message}`);
     }
     throw error;
   });
-  return { ...(await readArchive(store, ctx.image)), description: `${label} (${compression}, read as a stream)` };
+  return { ...(await readArchive(store, ctx.image)), description };
 }
 
 async function headOf(path: string) {
@@ -125,6 +129,7 @@ async function openDaemon(spec: Extract<SourceSpec, { kind: "daemon" }>, ctx: Op
     }
   }
   const reused = await reuseSavedArchive(options, inspected);
+  if (!reused) ctx.announce?.(`${spec.engine} save of ${spec.reference}`);
   const image = reused ?? (await streamSave(options, inspected, ctx.sink));
   const root = image.root;
   if (root.kind === "image") {
