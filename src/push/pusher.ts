@@ -26,7 +26,7 @@ import { uploadBlob, type SessionStore, type UploadOutcome } from "../registry/b
 import type { RegistryClient } from "../registry/client.ts";
 import { putManifest } from "../registry/manifest-put.ts";
 import { peek, startsLikeJson } from "../streams.ts";
-import { artifactNames, choosePlatforms, collect } from "./choose.ts";
+import { artifactNames, choosePlatforms, collect, flatten } from "./choose.ts";
 import type { PushEvents } from "./events.ts";
 import { imageManifest, indexManifest, type PushedLayer } from "./manifests.ts";
 import { compressLayer, download, prepareLayer, RepairableError, storedPrepared, variantOf, type LayerCompression, type Prepared } from "./prepare.ts";
@@ -233,15 +233,6 @@ export class Pusher {
       let result: { manifest: BuiltManifest; unchanged: boolean };
       if (node.kind === "image") {
         result = imageManifest(node, configs.get(node)!, await layerDescriptors.get(node)!, this.options.format);
-        platforms.push({
-          platform: formatPlatform(node.platform),
-          digest: result.manifest.digest,
-          mediaType: result.manifest.mediaType,
-          size: result.manifest.bytes.length,
-          config: node.config.digest,
-          layers: node.layers.length,
-          unchanged: result.unchanged,
-        });
       } else if (node.kind === "artifact") {
         result = { manifest: rawManifest(node.manifest.mediaType ?? "application/vnd.oci.image.manifest.v1+json", node.raw), unchanged: true };
       } else {
@@ -257,6 +248,25 @@ export class Pusher {
       return result;
     };
     const top = await manifestOf(root);
+    // One line per platform the pushed index lists: one manifest may serve several (arm/v6 and arm/v7).
+    const entries =
+      root.kind === "index"
+        ? flatten(root).flatMap((c) => (c.node?.kind === "image" ? [{ node: c.node, platform: c.descriptor.platform ?? c.node.platform }] : []))
+        : root.kind === "image"
+          ? [{ node: root, platform: root.platform }]
+          : [];
+    for (const { node, platform } of entries) {
+      const { manifest, unchanged } = built.get(node)!;
+      platforms.push({
+        platform: formatPlatform(platform),
+        digest: manifest.digest,
+        mediaType: manifest.mediaType,
+        size: manifest.bytes.length,
+        config: node.config.digest,
+        layers: node.layers.length,
+        unchanged,
+      });
+    }
     if (!this.options.dryRun) {
       // Children by digest first: a registry refuses an index naming manifests it lacks.
       const pushedDigests = new Set<string>();
