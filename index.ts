@@ -186,13 +186,11 @@ async function sourceSpec(options: Options, target: string, log: Logger, signal:
 async function prune(options: PruneCommandOptions): Promise<number> {
   const dir = options.cacheDir ?? join(process.cwd(), ".cache");
   // A mistyped --cache-dir is named, not created empty and reported as pruned.
-  if (
-    !(await stat(dir).then(
-      (s) => s.isDirectory(),
-      () => false,
-    ))
-  )
-    throw new PushError(`prune: there is no cache folder at ${dir}`);
+  const isFolder = await stat(dir).then(
+    (info) => info.isDirectory(),
+    () => false,
+  );
+  if (!isFolder) throw new PushError(`prune: there is no cache folder at ${dir}`);
   const cache = new BlobCache(dir);
   await cache.init();
   const report = await pruneCache(dir, options);

@@ -106,16 +106,25 @@ export interface PushResult {
   leftOut: string[];
 }
 
-/** A stream entry the sink took: what it became and the upload already under way. */
+/** A stream entry the sink took: what it became and its upload, started as it passed or once an image names it. */
 interface SinkTaken extends Taken {
   prepared?: Prepared & { content?: Promise<string> };
   facts?: Promise<LayerFacts>;
-  upload?: Promise<UploadOutcome>;
-  /** Starts the upload (once), when it did not start as the entry passed. */
-  start: () => Promise<UploadOutcome>;
+  upload: LazyUpload;
   label: string;
   /** Stops this entry's upload alone: the entry turned out not to be part of the pushed image. */
   cancel: AbortController;
+}
+
+/** An upload begun at most once, by whichever asks first; `started` until then undefined. */
+interface LazyUpload {
+  start(): Promise<UploadOutcome>;
+  readonly started?: Promise<UploadOutcome>;
+}
+
+function lazyUpload(begin: () => Promise<UploadOutcome>): LazyUpload {
+  const lazy: { started?: Promise<UploadOutcome>; start(): Promise<UploadOutcome> } = { start: () => (lazy.started ??= begin()) };
+  return lazy;
 }
 
 /** A layer uploaded and proven, and its line in the summary. */
@@ -301,9 +310,9 @@ export class Pusher {
   }
 
   /**
-   * A streaming source uploads every entry as it passes, before the stream tells which image (or which
-   * platforms) will be pushed: the uploads of entries no chosen image names are stopped (their sessions
-   * deleted). Returns them, to wait for before the push ends.
+   * An engine's save uploads every entry as it passes (`uploadAsStreamed`), before the stream tells which
+   * image will be pushed: the started uploads of entries no chosen image names are stopped (their
+   * sessions deleted). Returns them, to wait for before the push ends.
    */
   private cancelUnused(images: (ImageNode | ArtifactNode)[]): Promise<UploadOutcome>[] {
     const used = new Set<Taken>();
@@ -312,11 +321,12 @@ export class Pusher {
     }
     const stopped: Promise<UploadOutcome>[] = [];
     for (const entry of this.taken) {
-      if (used.has(entry) || !entry.upload) continue;
+      const started = entry.upload.started;
+      if (used.has(entry) || !started) continue;
       this.options.log.info(`${entry.label} is not part of the pushed image: its upload stops`);
       entry.cancel.abort(new PushError(`${entry.label} is not part of the pushed image`));
-      if (entry.prepared?.expected && this.uploaded.get(entry.prepared.expected) === entry.upload) this.uploaded.delete(entry.prepared.expected);
-      stopped.push(entry.upload);
+      if (entry.prepared?.expected && this.uploaded.get(entry.prepared.expected) === started) this.uploaded.delete(entry.prepared.expected);
+      stopped.push(started);
     }
     return stopped;
   }
@@ -371,7 +381,7 @@ export class Pusher {
           // Compressed (or copied) as the stream went by, and uploading under the entry's name.
           label = taken.label;
           prepared = taken.prepared;
-          upload = taken.start();
+          upload = taken.upload.start();
           verify = this.takenProof(layer, taken);
         } else {
           prepared = await prepareLayer(layer, this.prepareContext(label, attempt > 0));
@@ -627,18 +637,16 @@ export class Pusher {
         () => undefined,
       );
       this.files.push(prepared.file);
+      const upload = lazyUpload(() => this.upload(prepared, label, () => prepared.verify(), cancel));
+      if (this.options.uploadAsStreamed) upload.start();
       const taken: SinkTaken = {
         cancel,
         label,
         compression,
         prepared,
-        start: () => {
-          taken.upload ??= this.upload(prepared, label, () => prepared.verify(), cancel);
-          return taken.upload;
-        },
+        upload,
         stored: prepared.content.then((digest) => ({ digest, size: entry.size })),
       };
-      if (this.options.uploadAsStreamed) taken.start();
       taken.stored.catch(() => undefined); // the failure surfaces through the layer's proof
       this.taken.push(taken);
       // The entry is read once compression took its last block; a failure (a full disk) stops the stream.
@@ -660,12 +668,8 @@ export class Pusher {
       ...(entry.expectedDigest ? { descriptor: { mediaType: "", digest: entry.expectedDigest, size: entry.size } } : {}),
     };
     const prepared = { ...storedPrepared(pseudo, file, "stored", cache, ctx), key };
-    let upload: Promise<UploadOutcome> | undefined;
-    const start = () => {
-      upload ??= this.upload(prepared, label, undefined, cancel);
-      return upload;
-    };
-    if (this.options.uploadAsStreamed) start();
+    const upload = lazyUpload(() => this.upload(prepared, label, undefined, cancel));
+    if (this.options.uploadAsStreamed) upload.start();
     const out = await open(temp, "w");
     const hash = new Bun.CryptoHasher("sha256");
     let size = 0;
@@ -686,19 +690,7 @@ export class Pusher {
     const digest = `sha256:${hash.digest("hex")}`;
     file.moved(await cache.adopt(temp, { digest, size }));
     file.finish({ digest, size });
-    const taken: SinkTaken = {
-      cancel,
-      label,
-      compression,
-      prepared,
-      upload,
-      start: () => {
-        taken.upload = start();
-        return taken.upload;
-      },
-      facts,
-      stored: Promise.resolve({ digest, size }),
-    };
+    const taken: SinkTaken = { cancel, label, compression, prepared, upload, facts, stored: Promise.resolve({ digest, size }) };
     this.taken.push(taken);
     return taken;
   }
